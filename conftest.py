@@ -1,0 +1,36 @@
+"""Test-wide guards: no test may leave a bound UDP port or a pending twsip timer behind."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task, udp
+
+
+def _twsip_calls() -> list:
+    return [
+        call for call in reactor.getDelayedCalls()
+        if call.active() and getattr(call.func, "__module__", "").startswith("twsip")
+    ]
+
+
+def _open_ports() -> list:
+    return [r for r in reactor.getReaders() if isinstance(r, udp.Port)]
+
+
+@pytest_twisted.async_yield_fixture(autouse=True)
+async def no_leftovers():
+    yield
+    # A stopped UDP port closes its socket on the next reactor turn.
+    await task.deferLater(reactor, 0, lambda: None)
+    calls, ports = _twsip_calls(), _open_ports()
+    for call in calls:
+        call.cancel()
+    for port in ports:
+        port.stopListening()
+    if ports:
+        await task.deferLater(reactor, 0, lambda: None)
+    problems = [f"pending twsip timer {c.func!r}" for c in calls]
+    problems += [f"UDP port {p.getHost().port} still bound" for p in ports]
+    if problems:
+        pytest.fail("test left resources behind: " + "; ".join(problems))

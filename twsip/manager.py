@@ -1,0 +1,204 @@
+"""InstanceManager: the ports, the instances on them, the DN table, and cleaning all up.
+
+Ports are taken by binding, never by probing: `allocate_port` calls `listenUDP` on the next
+port and moves on by +2 on `CannotListenError`, keeping the port it got. Creation is all or
+nothing, and `cleanup()` leaves no bound port and no twsip timer behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from .instance import SipInstance
+from .scenario import ExecutionGraph, SipInstanceConfig
+from .transaction import TimerSettings
+from .uri import is_loopback
+
+__all__ = ["InstanceManager", "ManagedInstance", "PortAllocationError", "UnknownInstance",
+           "InstanceCreationError", "LOCAL_HOST"]
+
+log = Logger(namespace="twsip.manager")
+
+LOCAL_HOST = "127.0.0.1"
+
+
+class PortAllocationError(RuntimeError):
+    """No port could be bound; `ports` lists every one tried."""
+
+    def __init__(self, host: str, ports: list[int], last_error: Exception | None) -> None:
+        tried = ", ".join(str(p) for p in ports)
+        super().__init__(f"no free UDP port on {host}: tried {tried} ({last_error})")
+        self.host = host
+        self.ports = ports
+
+
+class InstanceCreationError(RuntimeError):
+    """`create_instances` failed for one instance; none of the batch was kept."""
+
+    def __init__(self, instance_id: str, dn: str, cause: Exception) -> None:
+        super().__init__(f"cannot create instance {instance_id!r} (DN {dn}): {cause}")
+        self.instance_id = instance_id
+        self.cause = cause
+
+
+class UnknownInstance(LookupError):
+    """An instance id or DN that the manager does not hold."""
+
+
+@dataclass
+class ManagedInstance:
+    config: SipInstanceConfig
+    ua: SipInstance
+    port: int
+    listening_port: IListeningPort
+
+    @property
+    def incoming(self):  # -> DeferredQueue[ServerSession]
+        return self.ua.incoming
+
+
+class InstanceManager:
+    """Creates SIP instances on 127.0.0.1 at base_port, base_port+2, ... and tears them down."""
+
+    def __init__(self, base_port: int = 5060, max_retries: int = 10, host: str = LOCAL_HOST,
+                 reactor: Any = None, timers: TimerSettings | None = None,
+                 log_messages: bool = False, queue_size: int = 64) -> None:
+        if not is_loopback(host):
+            raise ValueError(f"twsip runs in local mode only: host must be in 127.0.0.0/8, "
+                             f"not {host!r}")
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+            reactor = global_reactor
+        self.reactor = reactor
+        self.host = host
+        self.base_port = base_port
+        self.next_port = base_port
+        self.max_retries = max_retries
+        self.timers = timers
+        self.log_messages = log_messages
+        self.queue_size = queue_size
+        self.instances: dict[str, ManagedInstance] = {}
+        self._by_dn: dict[str, ManagedInstance] = {}
+
+    # -- ports -----------------------------------------------------------------------------
+    def allocate_port(self, protocol: SipInstance) -> IListeningPort:
+        """Bind `protocol` at next_port, or +2, +4, ... (max_retries more tries)."""
+        tried: list[int] = []
+        port = self.next_port
+        last_error: Exception | None = None
+        for _ in range(self.max_retries + 1):
+            if port > 65535:
+                break
+            tried.append(port)
+            try:
+                listening = self.reactor.listenUDP(port, protocol, interface=self.host)
+            except CannotListenError as exc:
+                last_error = exc
+                port += 2
+                continue
+            self.next_port = port + 2
+            return listening
+        raise PortAllocationError(self.host, tried, last_error)
+
+    # -- instances -------------------------------------------------------------------------
+    def create_instance(self, config: SipInstanceConfig) -> ManagedInstance:
+        if config.id in self.instances:
+            raise ValueError(f"instance {config.id!r} exists already")
+        if config.dn in self._by_dn:
+            raise ValueError(f"instance {config.id!r}: DN {config.dn} is already used by "
+                             f"instance {self._by_dn[config.dn].config.id!r}")
+        ua = SipInstance(config.dn, host=self.host, codecs=config.codecs, reactor=self.reactor,
+                         timers=self.timers, queue_size=self.queue_size,
+                         log_messages=self.log_messages)
+        listening = self.allocate_port(ua)
+        managed = ManagedInstance(config, ua, listening.getHost().port, listening)
+        self.instances[config.id] = managed
+        self._by_dn[config.dn] = managed
+        log.info("instance {id} DN {dn} listening on {host}:{port}", id=config.id,
+                 dn=config.dn, host=self.host, port=managed.port)
+        return managed
+
+    def create_instances(self, graph: ExecutionGraph | Iterable[SipInstanceConfig]
+                         ) -> list[ManagedInstance]:
+        """One instance per config, in order; on any failure none of them stays."""
+        configs = [c.config for c in graph.instances] if isinstance(graph, ExecutionGraph) \
+            else list(graph)
+        seen: set[str] = set()
+        for config in configs:
+            if config.dn in seen:
+                raise InstanceCreationError(config.id, config.dn,
+                                            ValueError("the DN is used by two instances"))
+            seen.add(config.dn)
+        first_port = self.next_port
+        created: list[ManagedInstance] = []
+        for config in configs:
+            try:
+                created.append(self.create_instance(config))
+            except Exception as exc:
+                for managed in created:
+                    self._forget(managed)
+                    managed.listening_port.stopListening()
+                    managed.ua.transactions.close()
+                self.next_port = first_port
+                raise InstanceCreationError(config.id, config.dn, exc) from exc
+        return created
+
+    def _forget(self, managed: ManagedInstance) -> None:
+        self.instances.pop(managed.config.id, None)
+        self._by_dn.pop(managed.config.dn, None)
+
+    def start_serving(self, auto_answer: bool = False) -> None:
+        """From now on each instance queues new INVITEs (before, they get 480)."""
+        for managed in self.instances.values():
+            managed.ua.start_serving(auto_answer=auto_answer)
+
+    def get_instance(self, instance_id: str) -> ManagedInstance:
+        try:
+            return self.instances[instance_id]
+        except KeyError:
+            known = ", ".join(sorted(self.instances)) or "none"
+            raise UnknownInstance(f"no instance {instance_id!r} (known: {known})") from None
+
+    def by_dn(self, dn: str) -> ManagedInstance:
+        try:
+            return self._by_dn[dn]
+        except KeyError:
+            known = ", ".join(sorted(self._by_dn)) or "none"
+            raise UnknownInstance(f"no instance with DN {dn!r} (known: {known})") from None
+
+    def resolve_target(self, dn_or_uri: str) -> str:
+        """A DN becomes ``sip:<dn>@127.0.0.1:<port>``; a sip: URI passes through."""
+        target = dn_or_uri.strip()
+        if target.lower().startswith(("sip:", "sips:")):
+            return target
+        managed = self.by_dn(target)
+        return f"sip:{managed.config.dn}@{self.host}:{managed.port}"
+
+    # -- teardown ----------------------------------------------------------------------------
+    def cleanup(self) -> Deferred[None]:
+        """Hang up, stop every port, cancel every timer; fires when all ports are free."""
+        managed_all = list(self.instances.values())
+        self.instances.clear()
+        self._by_dn.clear()
+        self.next_port = self.base_port
+        if not managed_all:
+            return succeed(None)
+
+        def stop_ports(_: object) -> Deferred:
+            stops = [m.listening_port.stopListening() for m in managed_all]
+            return gatherResults([d for d in stops if isinstance(d, Deferred)])
+
+        d = DeferredList([m.ua.cleanup() for m in managed_all])
+        d.addCallback(stop_ports)
+        d.addCallback(lambda _: None)
+        return d
+
+    def reset(self) -> Deferred[None]:
+        """Cleanup, then back to the state of a new manager."""
+        return self.cleanup()

@@ -1,0 +1,735 @@
+"""SIP messages: one UDP datagram (bytes) <-> `Request` / `Response`, and nothing else.
+
+No I/O happens here. The parser does the work every user agent needs on every message
+(start line, header split, compact names, unfolding, Content-Length, top Via, From/To tags,
+Call-ID, CSeq) once, and leaves the rest as text until somebody asks. Anything malformed
+raises `SipParseError`, which carries the status a server owes for it (RFC 3261 §8.2, §21)
+and a reason a person understands.
+
+Header values are `str`: the header section is decoded as UTF-8 with ``surrogateescape``, so
+any byte sequence survives a parse/serialize round trip unchanged. Bodies stay `bytes`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Iterator
+
+__all__ = [
+    "SipParseError",
+    "Via",
+    "NameAddr",
+    "CSeq",
+    "Message",
+    "Request",
+    "Response",
+    "parse",
+    "parse_params",
+    "parse_name_addr",
+    "parse_via",
+    "split_commas",
+    "canonical_name",
+    "REASONS",
+]
+
+MAX_DATAGRAM = 65535
+
+# RFC 3261 §7.3.3 plus the compact forms registered since (RFC 3265, 3515, 3891, 4028).
+COMPACT = {
+    "i": "call-id", "f": "from", "t": "to", "v": "via", "m": "contact",
+    "l": "content-length", "c": "content-type", "k": "supported", "s": "subject",
+    "e": "content-encoding", "o": "event", "r": "refer-to", "u": "allow-events",
+    "x": "session-expires", "a": "accept-contact", "b": "referred-by", "j": "reject-contact",
+    "d": "request-disposition", "y": "identity", "n": "identity-info",
+}
+
+# Headers whose grammar is a comma-separated list (RFC 3261 §7.3.1). Authorization-like
+# headers and Date also contain commas but are not lists, so they are left alone.
+LIST_HEADERS = frozenset({
+    "via", "contact", "route", "record-route", "allow", "supported", "require",
+    "proxy-require", "unsupported", "accept", "accept-encoding", "accept-language",
+    "content-encoding", "allow-events", "in-reply-to", "call-info", "alert-info",
+    "error-info", "content-language", "path", "service-route",
+})
+
+# Headers that may appear at most once: two From headers make a request ambiguous, so it
+# is rejected with 400 (RFC 4475 §3.3.8, §3.3.9).
+SINGLE_HEADERS = frozenset({
+    "to", "from", "call-id", "cseq", "max-forwards", "content-length", "content-type",
+})
+
+REQUIRED_HEADERS = ("via", "to", "from", "call-id", "cseq")
+# List headers written on one line; Via and the address lists keep a line per value,
+# which is how people read them in traces.
+_JOINED = LIST_HEADERS - {"via", "contact", "route", "record-route"}
+
+_SPECIAL_CASE = {
+    "call-id": "Call-ID", "cseq": "CSeq", "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version", "rack": "RAck", "rseq": "RSeq", "sip-etag": "SIP-ETag",
+    "sip-if-match": "SIP-If-Match",
+}
+
+REASONS = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 300: "Multiple Choices",
+    301: "Moved Permanently", 302: "Moved Temporarily", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    406: "Not Acceptable", 408: "Request Timeout", 413: "Request Entity Too Large",
+    415: "Unsupported Media Type", 416: "Unsupported URI Scheme", 420: "Bad Extension",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected", 483: "Too Many Hops", 486: "Busy Here", 487: "Request Terminated",
+    488: "Not Acceptable Here", 491: "Request Pending", 500: "Server Internal Error",
+    501: "Not Implemented", 503: "Service Unavailable", 504: "Server Time-out",
+    505: "Version Not Supported", 513: "Message Too Large", 600: "Busy Everywhere",
+    603: "Decline", 604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}
+
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
+_VERSION = re.compile(r"SIP/(\d+)\.(\d+)\Z", re.IGNORECASE)
+_FOLD = re.compile(r"\r?\n[ \t]+")
+_name_cache: dict[str, str] = {}
+
+
+class SipParseError(ValueError):
+    """A message that cannot be accepted, with the status a server owes its sender.
+
+    `message` is what could be parsed before the fault (a `Request` whose headers are
+    known), so that a UAS can still build the error response from it; it is None when
+    not even the start line made sense.
+    """
+
+    def __init__(self, status: int, reason: str, message: "Message | None" = None) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def canonical_name(name: str) -> str:
+    """The conventional spelling of a lower-case header name, for the wire."""
+    try:
+        return _name_cache[name]
+    except KeyError:
+        canon = _SPECIAL_CASE.get(name) or "-".join(p.capitalize() for p in name.split("-"))
+        if len(_name_cache) < 1024:
+            _name_cache[name] = canon
+        return canon
+
+
+def split_commas(value: str) -> list[str]:
+    """Split a list header on commas that are outside quotes and angle brackets."""
+    if '"' not in value and "<" not in value:
+        return [p.strip() for p in value.split(",")]
+    parts, start, quoted, angle, i, n = [], 0, False, False, 0, len(value)
+    while i < n:
+        ch = value[i]
+        if quoted:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            angle = True
+        elif ch == ">":
+            angle = False
+        elif ch == "," and not angle:
+            parts.append(value[start:i].strip())
+            start = i + 1
+        i += 1
+    parts.append(value[start:].strip())
+    return parts
+
+
+def parse_params(text: str) -> dict[str, str | None]:
+    """Parse ``;name=value;flag`` into an ordered dict; names are lower-cased.
+
+    An empty parameter (``;;``) or a name that is not a token is malformed.
+    """
+    params: dict[str, str | None] = {}
+    text = text.strip()
+    if not text:
+        return params
+    if text[0] != ";":
+        raise SipParseError(400, f"expected ';' before parameters, found {text[:20]!r}")
+    pieces = text[1:].split(";") if '"' not in text else _split_quoted(text[1:], ";")
+    for piece in pieces:
+        name, eq, value = piece.partition("=")
+        name = name.strip()
+        if not name or not _TOKEN.match(name):
+            raise SipParseError(400, f"malformed parameter {piece.strip()!r}")
+        params[name.lower()] = value.strip() if eq else None
+    return params
+
+
+def _split_quoted(text: str, sep: str) -> list[str]:
+    parts, start, quoted, i = [], 0, False, 0
+    while i < len(text):
+        ch = text[i]
+        if quoted and ch == "\\":
+            i += 1
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    if quoted:
+        raise SipParseError(400, "unbalanced quotes in parameters")
+    parts.append(text[start:])
+    return parts
+
+
+def _format_params(params: dict[str, str | None]) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+class Via:
+    """One Via value. `params` is mutable: the server transport adds received/rport."""
+
+    __slots__ = ("transport", "host", "port", "params", "_raw")
+
+    def __init__(self, transport: str, host: str, port: int | None,
+                 params: dict[str, str | None], raw: str | None = None) -> None:
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = params
+        self._raw = raw
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @property
+    def rport(self) -> str | None:
+        return self.params.get("rport")
+
+    @property
+    def sent_by(self) -> tuple[str, int]:
+        return self.host, self.port or 5060
+
+    def set_param(self, name: str, value: str | None) -> None:
+        self.params[name] = value
+        self._raw = None
+
+    def __str__(self) -> str:
+        if self._raw is None:
+            host = f"{self.host}:{self.port}" if self.port else self.host
+            self._raw = f"SIP/2.0/{self.transport} {host}{_format_params(self.params)}"
+        return self._raw
+
+    def __repr__(self) -> str:
+        return f"<Via {self}>"
+
+
+def _split_hostport(text: str) -> tuple[str, int | None]:
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise SipParseError(400, f"unterminated IPv6 reference in {text!r}")
+        host, rest = text[: end + 1], text[end + 1:]
+        if not rest:
+            return host, None
+        if rest[0] != ":":
+            raise SipParseError(400, f"malformed host {text!r}")
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = text.partition(":")
+        if not colon:
+            port_text = ""
+    if not host:
+        raise SipParseError(400, f"missing host in {text!r}")
+    if not port_text:
+        return host, None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise SipParseError(400, f"bad port in {text!r}")
+    return host, int(port_text)
+
+
+def parse_via(value: str) -> Via:
+    """Parse one Via value (``SIP / 2.0 / UDP host:port;params``, LWS allowed)."""
+    head, semi, tail = value.partition(";")
+    if head.startswith("SIP/2.0/"):
+        rest = head[8:]
+    else:
+        proto = head.split("/", 2)
+        if len(proto) != 3 or proto[0].strip().upper() != "SIP" or proto[1].strip() != "2.0":
+            raise SipParseError(400, f"malformed Via {value!r}")
+        rest = proto[2].lstrip()
+    transport, _, sent_by = rest.partition(" ")
+    sent_by = sent_by.strip()
+    if not transport or not _TOKEN.match(transport) or not sent_by or " " in sent_by:
+        raise SipParseError(400, f"malformed Via {value!r}")
+    host, port = _split_hostport(sent_by)
+    params = parse_params(semi + tail) if semi else {}
+    if "branch" in params and not params["branch"]:
+        raise SipParseError(400, f"empty branch in Via {value!r}")
+    return Via(transport.upper(), host, port, params, value)
+
+
+class NameAddr:
+    """A From/To/Contact/Route value: display name, URI text and header parameters."""
+
+    __slots__ = ("display", "uri", "params", "_raw")
+
+    def __init__(self, uri: str, display: str | None = None,
+                 params: dict[str, str | None] | None = None, raw: str | None = None) -> None:
+        self.uri = uri
+        self.display = display
+        self.params = params if params is not None else {}
+        self._raw = raw
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    def with_tag(self, tag: str) -> "NameAddr":
+        params = dict(self.params)
+        params["tag"] = tag
+        return NameAddr(self.uri, self.display, params)
+
+    def __str__(self) -> str:
+        if self._raw is None:
+            display = ""
+            if self.display:
+                escaped = self.display.replace("\\", "\\\\").replace('"', '\\"')
+                display = f'"{escaped}" '
+            self._raw = f"{display}<{self.uri}>{_format_params(self.params)}"
+        return self._raw
+
+    def __repr__(self) -> str:
+        return f"<NameAddr {self}>"
+
+
+def _unquote(text: str) -> str:
+    if "\\" not in text:
+        return text
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            i += 1
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
+def parse_name_addr(value: str) -> NameAddr:
+    """Parse ``"Display" <uri>;params`` or a bare ``uri;params`` (RFC 3261 §20.10)."""
+    text = value.strip()
+    display: str | None = None
+    if text.startswith('"'):
+        i, n = 1, len(text)
+        while i < n:
+            ch = text[i]
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == '"':
+                break
+            i += 1
+        else:
+            raise SipParseError(400, f"unterminated quoted display name in {value!r}")
+        display = _unquote(text[1:i])
+        text = text[i + 1:].lstrip()
+        if not text.startswith("<"):
+            raise SipParseError(400, f"display name without <uri> in {value!r}")
+    lt = text.find("<")
+    if lt >= 0:
+        gt = text.find(">", lt)
+        if gt < 0:
+            raise SipParseError(400, f"unterminated <uri> in {value!r}")
+        if display is None:
+            display = text[:lt].strip() or None
+        uri = text[lt + 1:gt].strip()
+        rest = text[gt + 1:]
+    else:
+        uri, semi, rest = text.partition(";")
+        uri = uri.strip()
+        rest = semi + rest
+    if ":" not in uri or " " in uri:
+        raise SipParseError(400, f"malformed URI in {value!r}")
+    return NameAddr(uri, display, parse_params(rest) if rest.strip() else {}, value.strip())
+
+
+class CSeq:
+    __slots__ = ("number", "method")
+
+    def __init__(self, number: int, method: str) -> None:
+        self.number = number
+        self.method = method
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+    def __repr__(self) -> str:
+        return f"<CSeq {self}>"
+
+
+def _parse_cseq(value: str) -> CSeq:
+    parts = value.split()
+    if len(parts) != 2 or not parts[0].isdigit() or not _TOKEN.match(parts[1]):
+        raise SipParseError(400, f"malformed CSeq {value!r}")
+    number = int(parts[0])
+    if number >= 2**31:
+        raise SipParseError(400, f"CSeq number {parts[0]} is larger than 2**31-1")
+    return CSeq(number, parts[1])
+
+
+class Message:
+    """Headers and body shared by requests and responses.
+
+    `headers` maps a lower-case full header name to its values in order; list headers are
+    already split on commas. The parsed forms of the headers the stack reads on every
+    message are cached and kept consistent with `headers` by the setters.
+    """
+
+    __slots__ = ("headers", "body", "_vias", "_from", "_to", "_cseq")
+
+    def __init__(self, headers: dict[str, list[str]] | None = None, body: bytes = b"") -> None:
+        self.headers: dict[str, list[str]] = headers if headers is not None else {}
+        self.body = body
+        self._vias: list[Via] | None = None
+        self._from: NameAddr | None = None
+        self._to: NameAddr | None = None
+        self._cseq: CSeq | None = None
+
+    # -- generic access -------------------------------------------------------------
+    def get(self, name: str, default: str | None = None) -> str | None:
+        values = self.headers.get(_key(name))
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        return list(self.headers.get(_key(name), ()))
+
+    def __contains__(self, name: str) -> bool:
+        return _key(name) in self.headers
+
+    def set(self, name: str, value: str | Iterable[str]) -> None:
+        key = _key(name)
+        self.headers[key] = [value] if isinstance(value, str) else list(value)
+        self._forget(key)
+
+    def add(self, name: str, value: str, *, first: bool = False) -> None:
+        key = _key(name)
+        values = self.headers.setdefault(key, [])
+        if first:
+            values.insert(0, value)
+        else:
+            values.append(value)
+        self._forget(key)
+
+    def remove(self, name: str) -> None:
+        key = _key(name)
+        self.headers.pop(key, None)
+        self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        if key == "via":
+            self._vias = None
+        elif key == "from":
+            self._from = None
+        elif key == "to":
+            self._to = None
+        elif key == "cseq":
+            self._cseq = None
+
+    # -- the fields the stack needs --------------------------------------------------
+    @property
+    def vias(self) -> list[Via]:
+        if self._vias is None:
+            self._vias = [parse_via(v) for v in self.headers.get("via", ())]
+        return self._vias
+
+    @property
+    def top_via(self) -> Via:
+        vias = self.vias
+        if not vias:
+            raise SipParseError(400, "missing Via")
+        return vias[0]
+
+    def update_top_via(self) -> None:
+        """Write the (modified) top Via back into `headers`."""
+        self.headers["via"][0] = str(self.top_via)
+
+    @property
+    def from_(self) -> NameAddr:
+        if self._from is None:
+            self._from = parse_name_addr(self._single("from"))
+        return self._from
+
+    @from_.setter
+    def from_(self, value: NameAddr) -> None:
+        self.headers["from"] = [str(value)]
+        self._from = value
+
+    @property
+    def to(self) -> NameAddr:
+        if self._to is None:
+            self._to = parse_name_addr(self._single("to"))
+        return self._to
+
+    @to.setter
+    def to(self, value: NameAddr) -> None:
+        self.headers["to"] = [str(value)]
+        self._to = value
+
+    @property
+    def call_id(self) -> str:
+        return self._single("call-id")
+
+    @property
+    def cseq(self) -> CSeq:
+        if self._cseq is None:
+            self._cseq = _parse_cseq(self._single("cseq"))
+        return self._cseq
+
+    @property
+    def max_forwards(self) -> int | None:
+        value = self.get("max-forwards")
+        if value is None:
+            return None
+        value = value.strip()
+        if not value.isdigit() or int(value) > 255:
+            raise SipParseError(400, f"Max-Forwards {value!r} is not a number from 0 to 255")
+        return int(value)
+
+    @property
+    def contact(self) -> list[NameAddr]:
+        return [parse_name_addr(v) for v in self.headers.get("contact", ()) if v != "*"]
+
+    @property
+    def content_type(self) -> str | None:
+        """The media type, lower-cased and without parameters."""
+        value = self.get("content-type")
+        return value.partition(";")[0].strip().lower() if value else None
+
+    @property
+    def require(self) -> list[str]:
+        return [v for v in self.headers.get("require", ()) if v]
+
+    def _single(self, key: str) -> str:
+        values = self.headers.get(key)
+        if not values:
+            raise SipParseError(400, f"missing {canonical_name(key)} header")
+        return values[0]
+
+    # -- wire format -------------------------------------------------------------------
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Serialize; Content-Length always states the real body length."""
+        lines = [self.start_line()]
+        for key, values in self.headers.items():
+            if key == "content-length":
+                continue
+            name = canonical_name(key)
+            if key in _JOINED and len(values) > 1:
+                lines.append(f"{name}: {', '.join(values)}")
+                continue
+            for value in values:
+                lines.append(f"{name}: {value}")
+        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
+
+    __bytes__ = to_bytes
+
+    def __str__(self) -> str:
+        return self.to_bytes().decode("utf-8", "replace")
+
+
+def _key(name: str) -> str:
+    key = name.lower()
+    return COMPACT.get(key, key)
+
+
+class Request(Message):
+    __slots__ = ("method", "uri", "version")
+
+    def __init__(self, method: str, uri: str, headers: dict[str, list[str]] | None = None,
+                 body: bytes = b"", version: str = "SIP/2.0") -> None:
+        super().__init__(headers, body)
+        self.method = method
+        self.uri = uri
+        self.version = version
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+    def response(self, status: int, reason: str | None = None, *,
+                 to_tag: str | None = None) -> "Response":
+        """Build a response per RFC 3261 §8.2.6: Via, From, Call-ID, CSeq and To copied.
+
+        Works on a partly parsed request too (error answers to malformed requests copy
+        what is there).
+        """
+        headers: dict[str, list[str]] = {}
+        for key in ("via", "from", "to", "call-id", "cseq"):
+            values = self.headers.get(key)
+            if values:
+                headers[key] = list(values)
+        response = Response(status, reason, headers)
+        if to_tag is not None and status != 100 and "to" in headers:
+            try:
+                if self.to.tag is None:
+                    response.to = self.to.with_tag(to_tag)
+            except SipParseError:
+                pass
+        return response
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri}>"
+
+
+class Response(Message):
+    __slots__ = ("status", "reason", "version")
+
+    def __init__(self, status: int, reason: str | None = None,
+                 headers: dict[str, list[str]] | None = None, body: bytes = b"",
+                 version: str = "SIP/2.0") -> None:
+        super().__init__(headers, body)
+        self.status = status
+        self.reason = REASONS.get(status, "Unknown") if reason is None else reason
+        self.version = version
+
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason}>"
+
+
+def _split_head(data: bytes) -> tuple[bytes, bytes, bool]:
+    """Split a datagram into header section and the bytes after the blank line."""
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return data[:end], data[end + 4:], True
+    end = data.find(b"\n\n")
+    if end >= 0:
+        return data[:end], data[end + 2:], True
+    # No blank line: the datagram is all header (RFC 4475 §3.1.2.15 sends one like that).
+    return data.rstrip(b"\r\n"), b"", False
+
+
+def _header_lines(head: str) -> list[str]:
+    if "\n " in head or "\n\t" in head:
+        head = _FOLD.sub(" ", head)
+    if "\r" in head:
+        return head.split("\r\n") if "\n" in head else head.split("\r")
+    return head.split("\n")
+
+
+def _parse_start_line(line: str) -> Message:
+    if line.startswith("SIP/"):
+        version, _, rest = line.partition(" ")
+        code, _, reason = rest.partition(" ")
+        if not _VERSION.match(version):
+            raise SipParseError(400, f"malformed status line {line[:80]!r}")
+        if version.upper() != "SIP/2.0":
+            raise SipParseError(505, f"unsupported SIP version {version!r}")
+        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+            raise SipParseError(400, f"status code {code[:20]!r} is not from 100 to 699")
+        return Response(int(code), reason.strip(), {})
+    parts = line.split()
+    if len(parts) != 3:
+        raise SipParseError(400, f"request line must be 'METHOD URI SIP/2.0', got {line[:80]!r}")
+    method, uri, version = parts
+    if not _TOKEN.match(method):
+        raise SipParseError(400, f"method {method[:40]!r} is not a token")
+    if version != "SIP/2.0":
+        if not _VERSION.match(version):
+            raise SipParseError(400, f"malformed SIP version {version[:20]!r}")
+        if version.upper() != "SIP/2.0":
+            raise SipParseError(505, f"unsupported SIP version {version!r}")
+    if ":" not in uri or uri[0] in "<\"":
+        raise SipParseError(400, f"malformed Request-URI {uri[:80]!r}")
+    return Request(method, uri, {}, b"", "SIP/2.0")
+
+
+def parse(data: bytes) -> Request | Response:
+    """Parse one datagram. Raises `SipParseError` for anything malformed.
+
+    Bytes after the body that Content-Length announces are discarded (RFC 3261 §18.3);
+    without Content-Length the rest of the datagram is the body.
+    """
+    if len(data) > MAX_DATAGRAM:
+        raise SipParseError(513, "message larger than a UDP datagram")
+    data = data.lstrip(b"\r\n")  # keep-alive CRLFs before a message (RFC 5626 §4.4.1)
+    if not data:
+        raise SipParseError(400, "empty message")
+    raw_head, rest, _ = _split_head(data)
+    head = raw_head.decode("utf-8", "surrogateescape")
+    lines = _header_lines(head)
+    message = _parse_start_line(lines[0])
+    headers = message.headers
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            if not line.strip():
+                continue
+            raise SipParseError(400, f"header line without a colon: {line[:60]!r}", message)
+        key = name.lower()
+        if key[-1:] in " \t":
+            key = key.rstrip()
+        key = COMPACT.get(key, key)
+        value = value.strip()
+        values = headers.get(key)
+        if values is None:
+            values = headers[key] = []
+        elif key in SINGLE_HEADERS:
+            raise SipParseError(400, f"more than one {canonical_name(key)} header", message)
+        if key in LIST_HEADERS and "," in value:
+            values.extend(split_commas(value))
+        else:
+            values.append(value)
+    length_values = headers.get("content-length")
+    if length_values is None:
+        body = rest
+    else:
+        text = length_values[0]
+        if not text.isdigit():
+            raise SipParseError(400, f"Content-Length {text[:20]!r} is not a number", message)
+        length = int(text)
+        if length > len(rest):
+            raise SipParseError(
+                400, f"Content-Length {length} but only {len(rest)} body bytes arrived", message)
+        body = rest[:length] if length != len(rest) else rest
+    message.body = body
+    _check(message)
+    return message
+
+
+def _check(message: Message) -> None:
+    """Validate what every message must carry, so later layers can rely on it."""
+    headers = message.headers
+    for key in REQUIRED_HEADERS:
+        if not headers.get(key):
+            raise SipParseError(400, f"missing {canonical_name(key)} header", message)
+    try:
+        message.vias
+        message.from_
+        message.to
+        cseq = message.cseq
+        if not message.call_id or " " in message.call_id:
+            raise SipParseError(400, "malformed Call-ID")
+        if isinstance(message, Request):
+            if cseq.method != message.method:
+                raise SipParseError(
+                    400, f"CSeq method {cseq.method} does not match {message.method}")
+            message.max_forwards
+    except SipParseError as exc:
+        exc.message = message
+        raise
+
+
+def iter_header_lines(message: Message) -> Iterator[tuple[str, str]]:
+    """(Canonical name, value) pairs in wire order, for display."""
+    for key, values in message.headers.items():
+        for value in values:
+            yield canonical_name(key), value

@@ -1,0 +1,83 @@
+"""SDP offer/answer (RFC 3264) for audio, as far as a signalling-only phone needs it.
+
+twsip sends no RTP yet: the SDP advertises the instance's codecs at a port where nothing
+listens, which is enough for SIP peers to negotiate and complete calls.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CODECS", "build_offer", "build_answer", "audio_payloads", "SdpError"]
+
+# name -> (static payload type, rtpmap)
+CODECS = {
+    "PCMU": (0, "PCMU/8000"),
+    "PCMA": (8, "PCMA/8000"),
+}
+TELEPHONE_EVENT = 101
+_BY_PAYLOAD = {pt: name for name, (pt, _) in CODECS.items()}
+
+
+class SdpError(ValueError):
+    """No usable audio in an offer: the UAS answers 488."""
+
+
+def _session(host: str, port: int, session_id: int, payloads: list[tuple[int, str]]) -> bytes:
+    fmt = " ".join(str(pt) for pt, _ in payloads)
+    lines = [
+        "v=0",
+        f"o=twsip {session_id} {session_id} IN IP4 {host}",
+        "s=twsip",
+        f"c=IN IP4 {host}",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP {fmt}",
+    ]
+    lines += [f"a=rtpmap:{pt} {rtpmap}" for pt, rtpmap in payloads]
+    lines += [f"a=fmtp:{pt} 0-16" for pt, rtpmap in payloads if rtpmap.startswith("telephone-event")]
+    lines.append("a=sendrecv")
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def build_offer(codecs: tuple[str, ...] | list[str], host: str, port: int,
+                session_id: int = 1) -> bytes:
+    payloads = [(CODECS[c][0], CODECS[c][1]) for c in codecs]
+    payloads.append((TELEPHONE_EVENT, "telephone-event/8000"))
+    return _session(host, port, session_id, payloads)
+
+
+def audio_payloads(body: bytes) -> list[tuple[int, str]]:
+    """The first audio stream's payloads as (payload type, encoding name, upper case)."""
+    rtpmap: dict[int, str] = {}
+    formats: list[int] | None = None
+    for raw in body.decode("utf-8", "replace").splitlines():
+        line = raw.strip()
+        if line.startswith("m="):
+            if formats is not None:
+                break
+            parts = line[2:].split()
+            if len(parts) >= 4 and parts[0] == "audio":
+                formats = [int(p) for p in parts[3:] if p.isdigit()]
+        elif line.startswith("a=rtpmap:") and formats is not None:
+            pt_text, _, encoding = line[9:].partition(" ")
+            if pt_text.isdigit():
+                rtpmap[int(pt_text)] = encoding.partition("/")[0].upper()
+    if formats is None:
+        raise SdpError("the offer has no audio stream")
+    return [(pt, rtpmap.get(pt) or _BY_PAYLOAD.get(pt, "")) for pt in formats]
+
+
+def build_answer(offer: bytes, codecs: tuple[str, ...] | list[str], host: str, port: int,
+                 session_id: int = 1) -> bytes:
+    """Answer with the offered payloads we also know, in the offerer's order."""
+    wanted = set(codecs)
+    chosen: list[tuple[int, str]] = []
+    event: tuple[int, str] | None = None
+    for pt, name in audio_payloads(offer):
+        if name in wanted:
+            chosen.append((pt, CODECS[name][1]))
+        elif name == "TELEPHONE-EVENT" and event is None:
+            event = (pt, "telephone-event/8000")
+    if not chosen:
+        raise SdpError(f"none of the offered codecs is one of {', '.join(codecs)}")
+    if event:
+        chosen.append(event)
+    return _session(host, port, session_id, chosen)
