@@ -88,7 +88,12 @@ class InstanceManager:
 
     # -- ports -----------------------------------------------------------------------------
     def allocate_port(self, protocol: SipInstance) -> IListeningPort:
-        """Bind `protocol` at next_port, or +2, +4, ... (max_retries more tries)."""
+        """Bind `protocol` at next_port, or +2, +4, ... (max_retries more tries).
+
+        A base_port of 0 lets the system pick a free port each time (tests use it).
+        """
+        if self.base_port == 0:
+            return self.reactor.listenUDP(0, protocol, interface=self.host)
         tried: list[int] = []
         port = self.next_port
         last_error: Exception | None = None
