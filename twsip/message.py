@@ -666,7 +666,16 @@ def parse(data: bytes) -> Request | Response:
     raw_head, rest, _ = _split_head(data)
     head = raw_head.decode("utf-8", "surrogateescape")
     lines = _header_lines(head)
-    message = _parse_start_line(lines[0])
+    start_error: SipParseError | None = None
+    try:
+        message = _parse_start_line(lines[0])
+    except SipParseError as exc:
+        if lines[0].startswith("SIP/"):
+            raise
+        # A request with a bad start line is still owed an answer (400/505), built from
+        # its headers, so read them before reporting the fault.
+        start_error = exc
+        message = Request(lines[0].split(" ", 1)[0], "", {})
     headers = message.headers
     for line in lines[1:]:
         name, colon, value = line.partition(":")
@@ -688,6 +697,9 @@ def parse(data: bytes) -> Request | Response:
             values.extend(split_commas(value))
         else:
             values.append(value)
+    if start_error is not None:
+        start_error.message = message
+        raise start_error
     length_values = headers.get("content-length")
     if length_values is None:
         body = rest
