@@ -160,8 +160,11 @@ class Session:
         return outcome.wait()
 
     # -- requests inside the dialog (§12.2.1.1) -------------------------------------------
-    def in_dialog_request(self, method: str) -> Request:
-        self.local_cseq += 1
+    def in_dialog_request(self, method: str, cseq: int | None = None) -> Request:
+        """A request inside the dialog; a new CSeq number unless one is given (ACK)."""
+        if cseq is None:
+            self.local_cseq += 1
+            cseq = self.local_cseq
         to = NameAddr(self.remote_uri, params={"tag": self.remote_tag} if self.remote_tag else {})
         frm = NameAddr(self.local_uri, params={"tag": self.local_tag})
         uri = self.remote_target
@@ -171,7 +174,7 @@ class Session:
             "from": [str(frm)],
             "to": [str(to)],
             "call-id": [self.call_id],
-            "cseq": [f"{self.local_cseq} {method}"],
+            "cseq": [f"{cseq} {method}"],
         }
         if self.route_set:
             if ";lr" in self.route_set[0]:
@@ -328,9 +331,7 @@ class ClientSession(Session):
             self.remote_target = contacts[0].uri
         self.route_set = list(reversed(response.get_all("record-route")))
         self.peer = self._tx.addr
-        ack = self.in_dialog_request("ACK")
-        ack.set("cseq", f"{self.invite.cseq.number} ACK")
-        self.local_cseq -= 1
+        ack = self.in_dialog_request("ACK", self.invite.cseq.number)
         self._ack = (ack.to_bytes(), ack)
         self.ua.send_message(ack, self.destination())
         _cancel_call(self._setup_timer)
