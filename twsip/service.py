@@ -1,0 +1,244 @@
+"""``twistd sipinstances``: SIP instances on 127.0.0.1 as a Twisted service.
+
+Start = create every instance of a graph (``--instances N`` plain phones or the
+``sipInstance`` nodes of a ``--scenario`` flow file) and serve: each one answers the calls
+it gets (180, then 200 with SDP) and ends the dialog when the caller hangs up. Stop =
+``InstanceManager.cleanup()``: every call ended, every port closed, every timer cancelled.
+
+Whatever should run once the instances serve (a scenario, a load run) hangs off
+`SipInstancesService.when_serving`, which fires with the service's `InstanceManager`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from twisted.application import service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ReactorNotRunning
+from twisted.logger import Logger
+from twisted.python import usage
+
+from .manager import LOCAL_HOST, InstanceManager
+from .scenario import ExecutionGraph, ScenarioError, graph_for_instances, load_scenario
+from .transaction import TimerSettings
+
+__all__ = ["Options", "SipInstancesService", "makeService", "DEFAULT_INSTANCES"]
+
+log = Logger(namespace="twsip.service")
+
+DEFAULT_INSTANCES = 2
+
+
+def _count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise ValueError(f"not a whole number: {value!r}") from None
+    if count < 1:
+        raise ValueError(f"at least 1 instance, not {count}")
+    return count
+
+
+_count.coerceDoc = "A whole number, at least 1."  # type: ignore[attr-defined]
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"not a port number: {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"a port is 1-65535 (or 0 for ports the system picks), not {port}")
+    return port
+
+
+_port.coerceDoc = "0 lets the system pick a free port for each instance."  # type: ignore[attr-defined]
+
+
+def _retries(value: str) -> int:
+    try:
+        retries = int(value)
+    except ValueError:
+        raise ValueError(f"not a whole number: {value!r}") from None
+    if retries < 0:
+        raise ValueError(f"retries cannot be negative: {retries}")
+    return retries
+
+
+class Options(usage.Options):
+    """The command line of ``twistd sipinstances``."""
+
+    synopsis = "[--instances N | --scenario FILE] [--base-port PORT] [--quiet]"
+    longdesc = (
+        "Runs SIP user agents on 127.0.0.1, one UDP port each (base port, +2, +4, ...). "
+        "Each answers incoming calls (180 Ringing, then 200 OK with SDP) and ends the call "
+        "when the caller hangs up, so SIPp or a softphone can call it: "
+        "sipp -sn uac 127.0.0.1:5060. Local mode only: nothing is sent outside 127.0.0.0/8."
+    )
+    optParameters = [
+        ["instances", None, None,
+         f"Number of instances, with DNs 100, 200, 300, ... [default: {DEFAULT_INSTANCES}]",
+         _count],
+        ["scenario", "s", None,
+         "A flow JSON file of the scenario builder: one instance per sipInstance node "
+         "(instead of --instances)."],
+        ["base-port", "p", 5060, "UDP port of the first instance; the next ones +2 each.",
+         _port],
+        ["max-retries", "r", 10,
+         "How many more ports (in +2 steps) to try when a port is taken.", _retries],
+        ["host", None, LOCAL_HOST,
+         "Address to bind; only 127.0.0.1 (local mode)."],
+    ]
+    optFlags = [
+        ["quiet", "q", "Log only start, stop and errors, not every SIP message."],
+    ]
+
+    def postOptions(self) -> None:
+        host = self["host"]
+        if host != LOCAL_HOST:
+            raise usage.UsageError(
+                f"--host {host}: twsip runs in local mode only and binds {LOCAL_HOST}; "
+                f"no other address or name is accepted")
+        path = self["scenario"]
+        if path is not None:
+            if self["instances"] is not None:
+                raise usage.UsageError("give --instances or --scenario, not both")
+            try:
+                graph = load_scenario(path)
+            except ScenarioError as exc:
+                raise usage.UsageError(f"--scenario {path}: {exc}") from None
+            if not graph.instances:
+                raise usage.UsageError(f"--scenario {path}: the flow has no sipInstance node")
+        else:
+            if self["instances"] is None:
+                self["instances"] = DEFAULT_INSTANCES
+            graph = graph_for_instances(self["instances"])
+        self["graph"] = graph
+
+
+class SipInstancesService(service.Service):
+    """Creates and serves the instances of `graph` while running; cleans all up on stop.
+
+    `manager` is the running `InstanceManager` (None before the first start). A failure
+    to create the instances (a port taken, ...) is logged as one error line, leaves no port
+    open, and fails `when_serving()`; with `stop_reactor_on_failure` (as under twistd) the
+    reactor is stopped too, since there is nothing to serve.
+    """
+
+    name = "sipinstances"
+
+    def __init__(self, graph: ExecutionGraph, *, base_port: int = 5060,
+                 max_retries: int = 10, host: str = LOCAL_HOST, log_messages: bool = True,
+                 auto_answer: bool = True, stop_reactor_on_failure: bool = False,
+                 timers: TimerSettings | None = None, reactor: Any = None) -> None:
+        self.graph = graph
+        self.base_port = base_port
+        self.max_retries = max_retries
+        self.host = host
+        self.log_messages = log_messages
+        self.auto_answer = auto_answer
+        self.stop_reactor_on_failure = stop_reactor_on_failure
+        self.timers = timers
+        self._reactor = reactor
+        self.manager: InstanceManager | None = None
+        self.failure: Exception | None = None
+        self._started = False  # the current start has finished, well or not
+        self._waiting: list[Deferred[InstanceManager]] = []
+
+    # -- the hook for what runs once the instances serve -----------------------------------
+    def when_serving(self) -> Deferred[InstanceManager]:
+        """A new Deferred: fires with the manager once every instance serves.
+
+        It fails with the creation error if the instances could not be created. Each call
+        gets its own Deferred, so one waiter's callbacks never change what another sees.
+        """
+        if self._started:
+            if self.failure is not None:
+                return fail(self.failure)
+            return succeed(self.manager)  # type: ignore[arg-type]
+        d: Deferred[InstanceManager] = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def _settle(self) -> None:
+        self._started = True
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            if self.failure is not None:
+                d.errback(self.failure)
+            else:
+                d.callback(self.manager)
+
+    # -- IService ------------------------------------------------------------------------
+    def startService(self) -> None:
+        super().startService()
+        self.failure = None
+        self._started = False
+        try:
+            self.manager = InstanceManager(
+                self.base_port, self.max_retries, self.host, reactor=self._reactor,
+                timers=self.timers, log_messages=self.log_messages)
+            created = self.manager.create_instances(self.graph)
+        except Exception as exc:  # InstanceCreationError, PortAllocationError, ValueError
+            self._start_failed(exc)
+            return
+        self.manager.start_serving(auto_answer=self.auto_answer)
+        for managed in created:
+            log.info("DN {dn} ({label}) answers at sip:{dn}@{host}:{port}",
+                     dn=managed.config.dn, label=managed.config.label, host=self.host,
+                     port=managed.port)
+        log.info("serving {count} SIP instance(s) on {host}{auto}{quiet}",
+                 count=len(created), host=self.host,
+                 auto=", answering every call" if self.auto_answer else "",
+                 quiet="" if self.log_messages else " (quiet: SIP messages not logged)")
+        self._settle()
+
+    def _start_failed(self, exc: Exception) -> None:
+        self.failure = exc
+        log.error("could not start the SIP instances: {error}", error=str(exc))
+        self._settle()
+        if self.stop_reactor_on_failure:
+            log.error("nothing to serve: stopping")
+            reactor = self._reactor
+            if reactor is None:
+                from twisted.internet import reactor  # type: ignore[no-redef]
+            reactor.callWhenRunning(_stop_reactor, reactor)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self._started = False  # when_serving() now waits for the next start
+        manager = self.manager
+        if manager is None or not manager.instances:
+            return succeed(None)
+        count = len(manager.instances)
+        log.info("stopping {count} SIP instance(s)", count=count)
+        d = manager.cleanup()
+
+        def stopped(_: object) -> None:
+            log.info("stopped: {count} SIP instance(s) closed, every port freed", count=count)
+
+        d.addCallback(stopped)
+        return d
+
+
+def _stop_reactor(reactor: Any) -> None:
+    try:
+        reactor.stop()
+    except ReactorNotRunning:
+        pass
+
+
+def makeService(options: Mapping[str, Any]) -> SipInstancesService:  # noqa: N802 (twistd's name)
+    """The service for parsed `Options` (twistd calls this)."""
+    graph = options.get("graph")
+    if graph is None:
+        graph = graph_for_instances(options.get("instances") or DEFAULT_INSTANCES)
+    return SipInstancesService(
+        graph,
+        base_port=options["base-port"],
+        max_retries=options["max-retries"],
+        host=options["host"],
+        log_messages=not options["quiet"],
+        stop_reactor_on_failure=True,
+    )
