@@ -111,7 +111,7 @@ async def test_service_answers_options_and_a_whole_call() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_service_logs_each_instance_and_every_message(log_events) -> None:
-    service = SipInstancesService(graph_for_instances(2), base_port=0)
+    service = SipInstancesService(graph_for_instances(2), base_port=0, trace_messages=True)
     caller, ua = await a_caller()
     try:
         service.startService()
@@ -123,7 +123,7 @@ async def test_service_logs_each_instance_and_every_message(log_events) -> None:
         lines = of(log_events, "twsip.instance", LogLevel.info)
         assert [(e["direction"], e["dn"], e["summary"]) for e in lines] == [
             ("<-", "100", "OPTIONS"), ("->", "100", "200 OK")]
-        assert of(log_events, "twsip.instance", LogLevel.debug), "full text at debug"
+        assert of(log_events, "twsip.instance", LogLevel.debug), "full text at debug (--trace)"
     finally:
         await caller.cleanup()
         await service.stopService()

@@ -73,12 +73,19 @@ def _summary(message: Message) -> str:
 
 
 class SipInstance(DatagramProtocol):
-    """A SIP phone: places calls (`invite`) and queues received ones (`incoming`)."""
+    """A SIP phone: places calls (`invite`) and queues received ones (`incoming`).
+
+    `log_messages` logs one info line per SIP message; `trace_messages` adds its full
+    text at debug level (twistd prints every level, so that is a separate switch).
+    """
+
+    noisy = False  # a thousand instances must not log a thousand "starting on" lines
 
     def __init__(self, dn: str = "100", *, host: str = "127.0.0.1",
                  codecs: tuple[str, ...] | list[str] = ("PCMU", "PCMA"),
                  reactor: IReactorTime | None = None, timers: TimerSettings | None = None,
-                 queue_size: int = 64, log_messages: bool = False) -> None:
+                 queue_size: int = 64, log_messages: bool = False,
+                 trace_messages: bool = False) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
             reactor = global_reactor  # type: ignore[assignment]
@@ -90,7 +97,8 @@ class SipInstance(DatagramProtocol):
         self.transactions = TransactionLayer(self._send, self.clock, timers)
         self.incoming: DeferredQueue[ServerSession] = DeferredQueue(size=queue_size)
         self.serving = False
-        self.log_messages = log_messages
+        self.log_messages = log_messages or trace_messages
+        self.trace_messages = trace_messages
         self.dialogs: dict[tuple[str, str, str | None], Session] = {}
         self.calls: set[Session] = set()
         self.observers: list[Callable[[MessageEvent], None]] = []
@@ -148,7 +156,8 @@ class SipInstance(DatagramProtocol):
                      direction="->" if direction == "out" else "<-", dn=self.dn,
                      summary=_summary(message), peer_host=peer[0], peer_port=peer[1],
                      call_id=message.get("call-id"))
-            log.debug("{text}", text=message)
+            if self.trace_messages:
+                log.debug("{text}", text=message)
         if self.observers:
             event = MessageEvent(direction, self, message, peer, self.clock.seconds())
             for observer in list(self.observers):
@@ -177,11 +186,13 @@ class SipInstance(DatagramProtocol):
 
     def _malformed(self, exc: SipParseError, addr: Address) -> None:
         request = exc.message
-        if not isinstance(request, Request) or request.method == "ACK":
+        if not isinstance(request, Request) or request.method == "ACK" \
+                or "via" not in request.headers or "cseq" not in request.headers:
+            # Without Via and CSeq no answer could ever be matched by its sender (§17.1.3).
             log.info("dropped malformed message from {peer}: {reason}", peer=addr,
                      reason=exc.reason)
             return
-        response = request.response(exc.status)
+        response = request.response(exc.status, to_tag=self.new_tag())
         response.set("warning", '399 twsip "{}"'.format(exc.reason.replace('"', "'")))
         log.info("answered malformed {method} from {peer} with {status}: {reason}",
                  method=request.method, peer=addr, status=exc.status, reason=exc.reason)
@@ -249,6 +260,13 @@ class SipInstance(DatagramProtocol):
             return request.response(416, to_tag=self.new_tag())
         if method == "CANCEL":
             return None
+        if method == "INVITE":
+            try:
+                request.contact  # the remote target of the dialog this would create (§12.1.1)
+            except SipParseError as exc:
+                response = request.response(400, to_tag=self.new_tag())
+                response.set("warning", '399 twsip "{}"'.format(exc.reason.replace('"', "'")))
+                return response
         required = request.require
         if required:
             response = request.response(420, to_tag=self.new_tag())

@@ -68,7 +68,8 @@ class InstanceManager:
 
     def __init__(self, base_port: int = 5060, max_retries: int = 10, host: str = LOCAL_HOST,
                  reactor: Any = None, timers: TimerSettings | None = None,
-                 log_messages: bool = False, queue_size: int = 64) -> None:
+                 log_messages: bool = False, queue_size: int = 64,
+                 trace_messages: bool = False) -> None:
         if not is_loopback(host):
             raise ValueError(f"twsip runs in local mode only: host must be in 127.0.0.0/8, "
                              f"not {host!r}")
@@ -82,6 +83,7 @@ class InstanceManager:
         self.max_retries = max_retries
         self.timers = timers
         self.log_messages = log_messages
+        self.trace_messages = trace_messages
         self.queue_size = queue_size
         self.instances: dict[str, ManagedInstance] = {}
         self._by_dn: dict[str, ManagedInstance] = {}
@@ -120,7 +122,8 @@ class InstanceManager:
                              f"instance {self._by_dn[config.dn].config.id!r}")
         ua = SipInstance(config.dn, host=self.host, codecs=config.codecs, reactor=self.reactor,
                          timers=self.timers, queue_size=self.queue_size,
-                         log_messages=self.log_messages)
+                         log_messages=self.log_messages,
+                         trace_messages=self.trace_messages)
         listening = self.allocate_port(ua)
         managed = ManagedInstance(config, ua, listening.getHost().port, listening)
         self.instances[config.id] = managed

@@ -92,6 +92,7 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["quiet", "q", "Log only start, stop and errors, not every SIP message."],
+        ["trace", None, "Log the full text of every SIP message too (debug level)."],
     ]
 
     def postOptions(self) -> None:
@@ -130,6 +131,7 @@ class SipInstancesService(service.Service):
 
     def __init__(self, graph: ExecutionGraph, *, base_port: int = 5060,
                  max_retries: int = 10, host: str = LOCAL_HOST, log_messages: bool = True,
+                 trace_messages: bool = False,
                  auto_answer: bool = True, stop_reactor_on_failure: bool = False,
                  timers: TimerSettings | None = None, reactor: Any = None) -> None:
         self.graph = graph
@@ -137,6 +139,7 @@ class SipInstancesService(service.Service):
         self.max_retries = max_retries
         self.host = host
         self.log_messages = log_messages
+        self.trace_messages = trace_messages
         self.auto_answer = auto_answer
         self.stop_reactor_on_failure = stop_reactor_on_failure
         self.timers = timers
@@ -178,7 +181,8 @@ class SipInstancesService(service.Service):
         try:
             self.manager = InstanceManager(
                 self.base_port, self.max_retries, self.host, reactor=self._reactor,
-                timers=self.timers, log_messages=self.log_messages)
+                timers=self.timers, log_messages=self.log_messages,
+                trace_messages=self.trace_messages)
             created = self.manager.create_instances(self.graph)
         except Exception as exc:  # InstanceCreationError, PortAllocationError, ValueError
             self._start_failed(exc)
@@ -240,5 +244,6 @@ def makeService(options: Mapping[str, Any]) -> SipInstancesService:  # noqa: N80
         max_retries=options["max-retries"],
         host=options["host"],
         log_messages=not options["quiet"],
+        trace_messages=bool(options["trace"]) and not options["quiet"],
         stop_reactor_on_failure=True,
     )
