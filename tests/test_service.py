@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import protocol, reactor
+from twisted.python import usage
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import LogLevel, globalLogPublisher
@@ -288,3 +289,59 @@ async def test_sipp_uac_calls_complete_against_the_service(tmp_path: Path) -> No
     header, last = stats[0].split(";"), stats[-1].split(";")
     row = dict(zip(header, last))
     assert row["SuccessfulCall(C)"] == "5" and row["FailedCall(C)"] == "0", row
+
+
+@pytest_twisted.ensureDeferred
+async def test_default_service_runs_the_demo_once_then_keeps_serving(log_events) -> None:
+    service = makeService(_parsed("--base-port", "0", "--quiet"))
+    service.stop_reactor_on_failure = False
+    caller, ua = await a_caller()
+    try:
+        service.startService()
+        manager = await service.when_serving()
+        result = await service.flow_done
+        assert result is not None and result.ok, result.reason if result else None
+        summaries = [m.summary for m in result.messages if m.direction == "out"]
+        assert summaries[:1] == ["INVITE"] and "BYE" in summaries
+        session = await ua.invite(manager.resolve_target("200"), timeout=10)  # auto-answer back
+        await session.hangup()
+    finally:
+        await caller.cleanup()
+        await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_demo_runs_nothing() -> None:
+    service = makeService(_parsed("--base-port", "0", "--quiet", "--no-demo"))
+    service.stop_reactor_on_failure = False
+    try:
+        service.startService()
+        await service.when_serving()
+        assert service.flow_done is None and service.engine is None
+    finally:
+        await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_scenario_option_runs_the_flow_once(tmp_path: Path) -> None:
+    flow = Path(__file__).resolve().parents[1] / "examples" / "busy.json"
+    service = makeService(_parsed("--scenario", str(flow), "--base-port", "0", "--quiet"))
+    service.stop_reactor_on_failure = False
+    try:
+        service.startService()
+        await service.when_serving()
+        result = await service.flow_done
+        assert result is not None and result.ok, result.reason if result else None
+        assert any(m.summary.startswith("486") for m in result.messages)
+    finally:
+        await service.stopService()
+
+
+def test_scenario_with_unsupported_nodes_is_a_usage_error(tmp_path: Path) -> None:
+    flow = tmp_path / "flow.json"
+    flow.write_text(json.dumps({"nodes": [
+        {"id": "a", "type": "sipInstance", "data": {"label": "a", "dn": "1", "register": False}},
+        {"id": "p", "type": "command", "data": {"command": "PlayAudio", "sipInstanceId": "a"}},
+    ], "edges": [{"source": "a", "target": "p"}]}))
+    with pytest.raises(usage.UsageError, match="PlayAudio"):
+        _parsed("--scenario", str(flow))

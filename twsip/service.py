@@ -5,8 +5,10 @@ Start = create every instance of a graph (``--instances N`` plain phones or the
 it gets (180, then 200 with SDP) and ends the dialog when the caller hangs up. Stop =
 ``InstanceManager.cleanup()``: every call ended, every port closed, every timer cancelled.
 
-Whatever should run once the instances serve (a scenario, a load run) hangs off
-`SipInstancesService.when_serving`, which fires with the service's `InstanceManager`.
+Once the instances serve, a ``--scenario`` flow runs once on them; without one, the
+built-in demo flow (100 calls 200, one second of talk, hang-up) runs once so the first
+start shows a real ladder (``--no-demo`` turns it off). Either way the instances keep
+serving afterwards. Anything else that should run then hangs off `when_serving`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 
+from .demo import demo_graph
+from .engine import Engine, check_runnable, run_once_serving
+from .events import EventStream
 from .manager import LOCAL_HOST, InstanceManager
 from .scenario import ExecutionGraph, ScenarioError, graph_for_instances, load_scenario
 from .transaction import TimerSettings
@@ -93,6 +98,7 @@ class Options(usage.Options):
     optFlags = [
         ["quiet", "q", "Log only start, stop and errors, not every SIP message."],
         ["trace", None, "Log the full text of every SIP message too (debug level)."],
+        ["no-demo", None, "Do not run the built-in demo call at start-up."],
     ]
 
     def postOptions(self) -> None:
@@ -111,6 +117,10 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--scenario {path}: {exc}") from None
             if not graph.instances:
                 raise usage.UsageError(f"--scenario {path}: the flow has no sipInstance node")
+            try:
+                check_runnable(graph)
+            except ScenarioError as exc:
+                raise usage.UsageError(f"--scenario {path}: {exc}") from None
         else:
             if self["instances"] is None:
                 self["instances"] = DEFAULT_INSTANCES
@@ -131,7 +141,8 @@ class SipInstancesService(service.Service):
 
     def __init__(self, graph: ExecutionGraph, *, base_port: int = 5060,
                  max_retries: int = 10, host: str = LOCAL_HOST, log_messages: bool = True,
-                 trace_messages: bool = False,
+                 trace_messages: bool = False, run_graph: bool = False,
+                 demo: bool = False,
                  auto_answer: bool = True, stop_reactor_on_failure: bool = False,
                  timers: TimerSettings | None = None, reactor: Any = None) -> None:
         self.graph = graph
@@ -140,6 +151,10 @@ class SipInstancesService(service.Service):
         self.host = host
         self.log_messages = log_messages
         self.trace_messages = trace_messages
+        self.run_graph = run_graph
+        self.demo = demo
+        self.engine: Engine | None = None
+        self.flow_done: Deferred | None = None  # fires with the flow's result (or None)
         self.auto_answer = auto_answer
         self.stop_reactor_on_failure = stop_reactor_on_failure
         self.timers = timers
@@ -197,6 +212,21 @@ class SipInstancesService(service.Service):
                  auto=", answering every call" if self.auto_answer else "",
                  quiet="" if self.log_messages else " (quiet: SIP messages not logged)")
         self._settle()
+        self._run_flow()
+
+    def _run_flow(self) -> None:
+        """Run the scenario (or the demo) once on the serving instances."""
+        assert self.manager is not None
+        if self.run_graph:
+            flow = self.graph
+        elif self.demo and len(self.graph.instances) >= 2:
+            dns = [chain.config.dn for chain in self.graph.instances]
+            flow = demo_graph(dns[0], dns[1])
+        else:
+            return
+        self.engine = Engine(self.manager, reactor=self._reactor,
+                             events=EventStream(log_sip=not self.manager.log_messages))
+        self.flow_done = run_once_serving(self.manager, flow, engine=self.engine)
 
     def _start_failed(self, exc: Exception) -> None:
         self.failure = exc
@@ -217,7 +247,9 @@ class SipInstancesService(service.Service):
             return succeed(None)
         count = len(manager.instances)
         log.info("stopping {count} SIP instance(s)", count=count)
-        d = manager.cleanup()
+        engine, self.engine = self.engine, None
+        d = engine.stop("service stopping") if engine is not None else succeed(None)
+        d.addBoth(lambda _: manager.cleanup())
 
         def stopped(_: object) -> None:
             log.info("stopped: {count} SIP instance(s) closed, every port freed", count=count)
@@ -245,5 +277,7 @@ def makeService(options: Mapping[str, Any]) -> SipInstancesService:  # noqa: N80
         host=options["host"],
         log_messages=not options["quiet"],
         trace_messages=bool(options["trace"]) and not options["quiet"],
+        run_graph=options.get("scenario") is not None,
+        demo=not options.get("no-demo"),
         stop_reactor_on_failure=True,
     )

@@ -1,0 +1,420 @@
+"""The scenario engine, end to end over loopback: real instances, real SIP messages.
+
+Every run uses base_port=0 (ports the system picks), so these tests run in parallel with
+anyone else's. Nothing sleeps: each test waits on the run's Deferred.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import globalLogPublisher
+
+from twsip.demo import demo_graph
+from twsip.engine import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    STOPPED,
+    Engine,
+    EngineBusy,
+    ScenarioResult,
+    check_runnable,
+    run_once_serving,
+)
+from twsip.events import (
+    ActionLog,
+    NodeStateChanged,
+    ScenarioFinished,
+    ScenarioStarted,
+    SipMessage,
+)
+from twsip.ladder import ladder_arrows
+from twsip.manager import InstanceCreationError, InstanceManager
+from twsip.report import result_to_dict
+from twsip.scenario import ScenarioError, graph_for_instances, load_scenario, parse_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+BASIC_CALL = ROOT.parent / "shared" / "testdata" / "flows" / "basic-call.json"
+
+CALL = [("100", "200", "INVITE"), ("200", "100", "100 Trying"),
+        ("200", "100", "180 Ringing")]
+ANSWER = [("200", "100", "200 OK"), ("100", "200", "ACK")]
+
+
+# -- flow builders -----------------------------------------------------------------------
+
+def inst(nid: str, dn: str) -> dict:
+    return {"id": nid, "type": "sipInstance", "data": {"dn": dn, "register": False}}
+
+
+def cmd(nid: str, command: str, instance: str, **data: Any) -> dict:
+    return {"id": nid, "type": "command",
+            "data": {"command": command, "sipInstanceId": instance, **data}}
+
+
+def evt(nid: str, event: str, instance: str, **data: Any) -> dict:
+    return {"id": nid, "type": "event",
+            "data": {"event": event, "sipInstanceId": instance, **data}}
+
+
+def edge(source: str, target: str, failure: bool = False) -> dict:
+    return {"id": f"{source}->{target}", "source": source, "target": target,
+            "sourceHandle": "failure" if failure else "source"}
+
+
+def flow(*nodes: dict, edges: list[dict]) -> str:
+    return json.dumps({"nodes": [inst("A", "100"), inst("B", "200"), *nodes],
+                       "edges": edges})
+
+
+def wire(result: ScenarioResult) -> list[tuple[str, str, str]]:
+    lanes, arrows = ladder_arrows(result)
+    return [(lanes[a.source].name, lanes[a.target].name, a.label) for a in arrows]
+
+
+def states(result: ScenarioResult) -> dict[str, str]:
+    return {nid: record.state for nid, record in result.nodes.items()}
+
+
+async def run(graph_or_text: Any, **engine_kw: Any) -> ScenarioResult:
+    graph = parse_scenario(graph_or_text) if isinstance(graph_or_text, str) else graph_or_text
+    engine = Engine(InstanceManager(base_port=0), **engine_kw)
+    result = await engine.run(graph)
+    assert not engine.instance_manager.instances  # cleaned up
+    return result
+
+
+def assert_both_ends_seen(result: ScenarioResult) -> None:
+    """Each message between two instances was captured when sent and when received."""
+    _, arrows = ladder_arrows(result)
+    assert all(a.received is not None for a in arrows), [
+        a.label for a in arrows if a.received is None]
+    assert len(result.messages) == 2 * len(arrows)
+
+
+# -- the examples ------------------------------------------------------------------------
+
+EXPECTED = {
+    "basic-call": (
+        CALL + ANSWER + [("200", "100", "BYE"), ("100", "200", "200 OK")],
+        {"call": COMPLETED, "hung-up": COMPLETED, "incoming": COMPLETED,
+         "answer": COMPLETED, "talk": COMPLETED, "hangup": COMPLETED}),
+    "busy": (
+        CALL + [("200", "100", "486 Busy Here"), ("100", "200", "ACK")],
+        {"call": FAILED, "hung-up": PENDING, "busy": COMPLETED, "incoming": COMPLETED,
+         "reject": COMPLETED}),
+    "cancel-before-answer": (
+        CALL + [("100", "200", "CANCEL"), ("200", "100", "200 OK"),
+                ("200", "100", "487 Request Terminated"), ("100", "200", "ACK")],
+        {"call": COMPLETED, "ringing": COMPLETED, "wait": COMPLETED, "cancel": COMPLETED,
+         "incoming": COMPLETED, "cancelled": COMPLETED}),
+    "no-answer": (
+        CALL + [("200", "100", "480 Temporarily Unavailable"), ("100", "200", "ACK")],
+        {"call": FAILED, "hung-up": PENDING, "no-answer": COMPLETED,
+         "incoming": COMPLETED}),
+    "fallback": (
+        CALL + [("200", "100", "486 Busy Here"), ("100", "200", "ACK"),
+                ("100", "300", "INVITE"), ("300", "100", "100 Trying"),
+                ("300", "100", "180 Ringing"), ("300", "100", "200 OK"),
+                ("100", "300", "ACK"), ("300", "100", "BYE"), ("100", "300", "200 OK")],
+        {"call-200": FAILED, "200-hung-up": PENDING, "call-300": COMPLETED,
+         "300-hung-up": COMPLETED, "200-incoming": COMPLETED, "200-busy": COMPLETED,
+         "300-incoming": COMPLETED, "300-answer": COMPLETED, "300-talk": COMPLETED,
+         "300-hangup": COMPLETED}),
+}
+
+
+def test_every_example_has_expectations() -> None:
+    assert sorted(p.stem for p in EXAMPLES.glob("*.json")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest_twisted.ensureDeferred
+async def test_example_runs_end_to_end(name: str) -> None:
+    expected_wire, expected_states = EXPECTED[name]
+    result = await run(load_scenario(EXAMPLES / f"{name}.json"))
+    assert result.outcome == COMPLETED, result.reason
+    assert wire(result) == expected_wire
+    assert states(result) == expected_states
+    assert_both_ends_seen(result)
+    report = json.loads(json.dumps(result_to_dict(result)))  # JSON-clean
+    assert report["outcome"] == COMPLETED
+    assert [(m["from"], m["to"], m["label"]) for m in report["ladder"]] == expected_wire
+    assert {n["id"]: n["state"] for n in report["nodes"]} == expected_states
+    assert all(m["text"].splitlines()[0] and "Call-ID:" in m["text"]
+               for m in report["messages"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_example_details() -> None:
+    busy = await run(load_scenario(EXAMPLES / "busy.json"))
+    assert "486 Busy Here" in busy.nodes["call"].detail
+    cancel = await run(load_scenario(EXAMPLES / "cancel-before-answer.json"))
+    assert "cancelled before the answer" in cancel.nodes["call"].detail
+    assert "cancelled by caller" in cancel.nodes["cancelled"].detail
+    fallback = await run(load_scenario(EXAMPLES / "fallback.json"))
+    assert sorted(fallback.calls.values()) == ["call-1", "call-2"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_shared_basic_call_flow() -> None:
+    if not BASIC_CALL.exists():
+        pytest.skip(f"the shared test flow is not there: {BASIC_CALL}")
+    result = await run(load_scenario(BASIC_CALL))
+    assert result.outcome == COMPLETED, result.reason
+    assert wire(result) == CALL + ANSWER + [("200", "100", "BYE"), ("100", "200", "200 OK")]
+    assert set(states(result).values()) == {COMPLETED}
+    assert_both_ends_seen(result)
+
+
+# -- refusing a flow before anything starts ------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_unsupported_nodes_are_refused_by_name_before_anything_starts() -> None:
+    text = flow(cmd("play", "PlayAudio", "A", filePath="x.wav"),
+                evt("held", "HELD", "B"), cmd("call", "MakeCall", "A", targetUri="200"),
+                edges=[edge("A", "call"), edge("call", "play"), edge("B", "held")])
+    manager = InstanceManager(base_port=0)
+    engine = Engine(manager)
+    seen: list = []
+    engine.subscribe(seen.append)
+    with pytest.raises(ScenarioError) as info:
+        await engine.run(parse_scenario(text))
+    message = str(info.value)
+    assert "'play' (PlayAudio: PlayAudio)" in message and "'held' (HELD: HELD)" in message
+    assert "RTP media" in message
+    assert info.value.node == "play"
+    assert not manager.instances and not seen and not engine.running
+
+
+@pytest.mark.parametrize("target, words", [
+    ("999", "neither a DN of this flow (100, 200) nor a sip: URI"),
+    ("sip:200@192.0.2.1:5060", "not a sip: URI on 127.0.0.0/8"),
+])
+def test_make_call_target_checked_up_front(target: str, words: str) -> None:
+    text = flow(cmd("call", "MakeCall", "A", targetUri=target), edges=[edge("A", "call")])
+    with pytest.raises(ScenarioError) as info:
+        check_runnable(parse_scenario(text))
+    assert words in str(info.value)
+    assert (info.value.node, info.value.field) == ("call", "data.targetUri")
+
+
+@pytest_twisted.ensureDeferred
+async def test_instance_creation_failure_leaves_nothing_bound() -> None:
+    held = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+    try:
+        manager = InstanceManager(base_port=held.getHost().port, max_retries=0)
+        with pytest.raises(InstanceCreationError):
+            await Engine(manager).run(parse_scenario(flow(edges=[])))
+        assert not manager.instances
+    finally:
+        await held.stopListening()
+
+
+# -- failure, cancellation, stop -----------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_failure_without_branch_fails_the_run_and_cancels_other_chains() -> None:
+    text = flow(cmd("call", "MakeCall", "A", targetUri="200"),
+                evt("incoming", "INCOMING", "B"), cmd("reject", "Release", "B"),
+                evt("long", "TIMEOUT", "B", timeout=60000),
+                edges=[edge("A", "call"), edge("B", "incoming"), edge("incoming", "reject"),
+                       edge("B", "long")])
+    result = await run(text)
+    assert result.outcome == FAILED
+    assert (result.node_id, result.node_label) == ("call", "MakeCall")
+    assert "486 Busy Here" in result.reason
+    assert states(result) == {"call": FAILED, "incoming": COMPLETED, "reject": COMPLETED,
+                              "long": CANCELLED}
+    assert result.duration < 30
+    finished = result.events[-1]
+    assert isinstance(finished, ScenarioFinished) and finished.outcome == FAILED
+    assert finished.node_id == "call"
+
+
+@pytest_twisted.ensureDeferred
+async def test_make_call_setup_timeout_cancels_and_follows_failure_branch() -> None:
+    text = flow(cmd("call", "MakeCall", "A", targetUri="200", timeout=300),
+                evt("gave-up", "TIMEOUT", "A", timeout=10),
+                evt("incoming", "INCOMING", "B", timeout=20000),
+                evt("gone", "DISCONNECTED", "B"),
+                edges=[edge("A", "call"), edge("call", "gave-up", failure=True),
+                       edge("B", "incoming"), edge("incoming", "gone")])
+    result = await run(text)
+    assert result.outcome == COMPLETED, result.reason
+    assert "408" in result.nodes["call"].detail
+    assert wire(result) == CALL + [("100", "200", "CANCEL"), ("200", "100", "200 OK"),
+                                   ("200", "100", "487 Request Terminated"),
+                                   ("100", "200", "ACK")]
+    assert "cancelled by caller" in result.nodes["gone"].detail
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_ends_the_run_as_stopped_and_cleans_up() -> None:
+    text = flow(evt("wait", "TIMEOUT", "A", timeout=60000), edges=[edge("A", "wait")])
+    engine = Engine(InstanceManager(base_port=0))
+    d = engine.run(parse_scenario(text))
+    assert engine.running
+    with pytest.raises(EngineBusy):
+        await engine.run(parse_scenario(text))
+    stopped = await engine.stop("enough")
+    result = await d
+    assert stopped is result
+    assert (result.outcome, result.reason) == (STOPPED, "enough")
+    assert states(result) == {"wait": CANCELLED}
+    assert not engine.running and not engine.instance_manager.instances
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_on_a_missing_call_fail_with_a_reason() -> None:
+    text = flow(cmd("answer", "Answer", "B"), cmd("release", "Release", "A", callId="c9"),
+                edges=[edge("B", "answer"), edge("A", "release")])
+    result = await run(text)
+    assert result.outcome == FAILED
+    assert result.node_id == "release"
+    assert result.reason.startswith("instance 100 has no call 'c9'")
+    # the run failed before B's chain started, so its node never ran
+    assert states(result) == {"answer": PENDING, "release": FAILED}
+
+
+@pytest_twisted.ensureDeferred
+async def test_calls_left_live_are_hung_up_at_the_end() -> None:
+    text = flow(cmd("call", "MakeCall", "A", targetUri="200"),
+                evt("incoming", "INCOMING", "B"), cmd("answer", "Answer", "B"),
+                edges=[edge("A", "call"), edge("B", "incoming"), edge("incoming", "answer")])
+    result = await run(text)
+    assert result.outcome == COMPLETED
+    end = wire(result)[len(CALL) + len(ANSWER):]
+    assert end in ([("100", "200", "BYE"), ("200", "100", "200 OK")],
+                   [("200", "100", "BYE"), ("100", "200", "200 OK")])
+    assert any(isinstance(e, ActionLog) and "end of the run: hanging up" in e.text
+               for e in result.events)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_runs_once_even_when_two_chains_reach_it() -> None:
+    text = flow(evt("t1", "TIMEOUT", "A", timeout=1), evt("t2", "TIMEOUT", "A", timeout=30),
+                evt("shared", "TIMEOUT", "A", timeout=1),
+                edges=[edge("A", "t1"), edge("A", "t2"), edge("t1", "shared"),
+                       edge("t2", "shared")])
+    result = await run(text)
+    assert result.outcome == COMPLETED
+    assert states(result) == {"t1": COMPLETED, "t2": COMPLETED, "shared": COMPLETED}
+    assert sum(isinstance(e, NodeStateChanged) and e.node_id == "shared"
+               and e.state == "running" for e in result.events) == 1
+    assert any(isinstance(e, ActionLog) and "has run already" in e.text
+               for e in result.events)
+
+
+# -- the engine's clock ----------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_node_timeouts_run_on_the_engine_clock() -> None:
+    clock = task.Clock()
+    text = flow(evt("incoming", "INCOMING", "B", timeout=1000),
+                evt("after", "TIMEOUT", "B", timeout=500),
+                edges=[edge("B", "incoming"), edge("incoming", "after", failure=True)])
+    engine = Engine(InstanceManager(base_port=0), reactor=clock, settle=0)
+    d = engine.run(parse_scenario(text))
+    clock.advance(0.999)
+    assert engine.running and not d.called
+    clock.advance(0.001)
+    assert not d.called  # INCOMING failed, its failure branch (TIMEOUT 500 ms) runs
+    clock.advance(0.5)
+    result = await d
+    assert result.outcome == COMPLETED
+    assert result.nodes["incoming"].state == FAILED
+    assert result.nodes["incoming"].detail == "no incoming call for DN 200 within 1000 ms"
+    assert (result.nodes["incoming"].started, result.nodes["incoming"].ended) == (0, 1.0)
+    assert result.nodes["after"].state == COMPLETED
+    assert result.duration == 1.5
+
+
+# -- events ------------------------------------------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_event_stream_and_twisted_logger() -> None:
+    logged: list[dict] = []
+
+    def observer(event: dict) -> None:
+        if event.get("log_namespace") == "twsip.scenario":
+            logged.append(event)
+
+    globalLogPublisher.addObserver(observer)
+    engine = Engine(InstanceManager(base_port=0))
+    seen: list = []
+    unsubscribe = engine.subscribe(seen.append)
+    try:
+        result = await engine.run(load_scenario(EXAMPLES / "basic-call.json"))
+    finally:
+        globalLogPublisher.removeObserver(observer)
+        unsubscribe()
+    assert seen == result.events
+    assert isinstance(seen[0], ScenarioStarted) and isinstance(seen[-1], ScenarioFinished)
+    assert [i.dn for i in seen[0].instances] == ["100", "200"]
+    sip = [e for e in seen if isinstance(e, SipMessage)]
+    assert sip == result.messages and len(sip) == 14
+    invite = sip[0]
+    assert (invite.direction, invite.dn, invite.summary, invite.peer_dn) == \
+        ("out", "100", "INVITE", "200")
+    assert invite.text.startswith("INVITE sip:200@127.0.0.1:") and invite.call_id in invite.text
+    received = next(e for e in sip if e.direction == "in" and e.summary == "180 Ringing")
+    assert (received.dn, received.status, received.method) == ("100", 180, "INVITE")
+    changes = [(e.node_id, e.state) for e in seen if isinstance(e, NodeStateChanged)]
+    assert changes.count(("call", "running")) == 1 and changes[-1][1] == COMPLETED
+    assert any(isinstance(e, ActionLog) for e in seen)
+    kinds = {e.get("scenario_event") for e in logged}
+    assert {"scenario-started", "node-state", "action", "scenario-finished"} <= kinds
+    assert sum(1 for e in logged if "arrow" in e) == 14  # a summary line per message
+    assert any(e.get("text", "").startswith("INVITE") for e in logged)  # full text (debug)
+
+
+# -- on instances that already serve (twistd) -------------------------------------------------
+
+@pytest_twisted.ensureDeferred
+async def test_run_on_serving_instances_keeps_them_and_restores_auto_answer() -> None:
+    manager = InstanceManager(base_port=0)
+    manager.create_instances(graph_for_instances(2))
+    manager.start_serving(auto_answer=True)
+    try:
+        result = await run_once_serving(manager, demo_graph(talk_ms=100))
+        assert result.outcome == COMPLETED, result.reason
+        assert wire(result) == CALL + ANSWER + [("100", "200", "BYE"),
+                                                ("200", "100", "200 OK")]
+        assert sorted(m.config.dn for m in manager.instances.values()) == ["100", "200"]
+        # 200 answers calls by itself again
+        caller = manager.by_dn("100").ua
+        session = await caller.invite(manager.resolve_target("200"), timeout=5)
+        await session.hangup()
+    finally:
+        await manager.cleanup()
+
+
+@pytest_twisted.ensureDeferred
+async def test_run_on_serving_needs_the_flow_dns() -> None:
+    manager = InstanceManager(base_port=0)
+    manager.create_instances(graph_for_instances(1))
+    manager.start_serving(auto_answer=True)
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        with pytest.raises(ScenarioError) as info:
+            await Engine(manager).run_on_serving(demo_graph())
+        assert "DN 200, which is not running (running DNs: 100)" in str(info.value)
+        # run_once_serving logs the refusal instead of failing
+        assert await run_once_serving(manager, demo_graph()) is None
+        errors = [e for e in logged if e.get("log_namespace") == "twsip.engine"]
+        assert "DN 200, which is not running" in errors[-1]["error"]
+        assert sorted(m.config.dn for m in manager.instances.values()) == ["100"]
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+        await manager.cleanup()

@@ -1,0 +1,224 @@
+"""``python -m twsip``: run a scenario flow file headless, over real SIP on 127.0.0.1.
+
+    python -m twsip run FLOW.json [--report out.json] [--ladder out.html] [--base-port N]
+    python -m twsip demo [...same options]
+
+Prints one line per event while the flow runs, then a text ladder of the real messages and
+a summary. Exit status: 0 the flow completed, 1 it failed (or was stopped, or the instances
+could not be started), 2 the file is invalid or uses nodes the engine cannot run (the
+message is on stderr).
+
+`main(argv)` runs the reactor and returns the exit status; `run_cli(argv, reactor=...)` is
+the same as a Deferred, for code (and tests) that already run a reactor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, TextIO
+from collections.abc import Sequence
+
+from twisted.internet.defer import Deferred
+
+__all__ = ["EXIT_FAILED", "EXIT_INVALID", "EXIT_OK", "main", "run_cli"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m twsip",
+        description="Run SIP scenario flows (the visual builder's flow JSON) headless, "
+                    "with real SIP user agents on 127.0.0.1.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--report", metavar="OUT.json",
+                         help="write the whole run as JSON (nodes, states, timings, messages)")
+        sub.add_argument("--ladder", metavar="OUT.html",
+                         help="write the ladder as one self-contained HTML file")
+        sub.add_argument("--base-port", type=_port, default=5060, metavar="N",
+                         help="UDP port of the first instance, the next ones +2 each "
+                              "(default 5060; 0 lets the system pick free ports)")
+        sub.add_argument("--max-retries", type=int, default=10, metavar="N",
+                         help="how many more ports (+2 each) to try when one is taken "
+                              "(default 10)")
+        sub.add_argument("--quiet", "-q", action="store_true",
+                         help="do not print the live event lines, only ladder and summary")
+        sub.add_argument("--no-sip", action="store_true",
+                         help="leave SIP messages out of the live event lines")
+
+    run = commands.add_parser("run", help="run a flow file",
+                              description="Run a flow file of the scenario builder.")
+    run.add_argument("flow", metavar="FLOW.json", help="the flow file")
+    options(run)
+    demo = commands.add_parser("demo", help="run the built-in demo flow",
+                               description="100 calls 200, 200 answers, one second of "
+                                           "talk, 100 hangs up.")
+    options(demo)
+    return parser
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535 (or 0), not {port}")
+    return port
+
+
+def _prepare(argv: Sequence[str] | None, stderr: TextIO) -> Any:
+    """Parse the command line and the flow: (args, graph, name) or an exit status."""
+    from .engine import check_runnable
+    from .scenario import ScenarioError, load_scenario, parse_scenario
+
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage error already
+        return exc.code if isinstance(exc.code, int) else EXIT_INVALID
+    try:
+        if args.command == "demo":
+            from .demo import DEMO_FLOW
+            name = "built-in demo"
+            graph = parse_scenario(DEMO_FLOW)
+        else:
+            name = args.flow
+            graph = load_scenario(args.flow)
+        check_runnable(graph)
+    except ScenarioError as exc:
+        print(f"twsip: {name if args.command == 'demo' else args.flow}: {exc}", file=stderr)
+        return EXIT_INVALID
+    if not graph.instances:
+        print(f"twsip: {name}: the flow has no sipInstance node, so nothing can run",
+              file=stderr)
+        return EXIT_INVALID
+    return args, graph, name
+
+
+async def _execute(args: Any, graph: Any, name: str, reactor: Any, stdout: TextIO,
+                   stderr: TextIO, engines: list | None = None) -> int:
+    from .engine import Engine
+    from .events import SipMessage, format_event
+    from .ladder import text_ladder, write_html_ladder
+    from .manager import InstanceManager
+    from .report import summary_text, write_report
+    from .scenario import ScenarioError
+
+    manager = InstanceManager(base_port=args.base_port, max_retries=args.max_retries,
+                              reactor=reactor)
+    engine = Engine(manager, reactor=reactor)
+    if engines is not None:
+        engines.append(engine)
+
+    def show(event: Any) -> None:
+        if args.no_sip and isinstance(event, SipMessage):
+            return
+        stdout.write(format_event(event) + "\n")
+        stdout.flush()
+
+    if not args.quiet:
+        engine.subscribe(show)
+    try:
+        result = await engine.run(graph)
+    except ScenarioError as exc:
+        print(f"twsip: {name}: {exc}", file=stderr)
+        return EXIT_INVALID
+    except Exception as exc:  # InstanceCreationError: ports, ...
+        print(f"twsip: {name}: {exc}", file=stderr)
+        return EXIT_FAILED
+    stdout.write("\n" + text_ladder(result) + "\n\n" + summary_text(result) + "\n")
+    stdout.flush()
+    try:
+        if args.report:
+            write_report(result, args.report, flow=name)
+            stdout.write(f"report written to {args.report}\n")
+        if args.ladder:
+            write_html_ladder(result, args.ladder)
+            stdout.write(f"HTML ladder written to {args.ladder}\n")
+    except OSError as exc:
+        print(f"twsip: cannot write {exc.filename}: {exc.strerror}", file=stderr)
+        return EXIT_FAILED
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def run_cli(argv: Sequence[str] | None = None, *, reactor: Any = None,
+            stdout: TextIO | None = None, stderr: TextIO | None = None) -> Deferred[int]:
+    """The CLI on a reactor that is already running; fires with the exit status."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    prepared = _prepare(argv, stderr)
+    if isinstance(prepared, int):
+        d: Deferred[int] = Deferred()
+        d.callback(prepared)
+        return d
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+        reactor = global_reactor
+    args, graph, name = prepared
+    return Deferred.fromCoroutine(_execute(args, graph, name, reactor, stdout, stderr))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI to the end (this runs the reactor) and return the exit status."""
+    stdout, stderr = sys.stdout, sys.stderr
+    prepared = _prepare(argv, stderr)
+    if isinstance(prepared, int):
+        return prepared
+    args, graph, name = prepared
+
+    from twisted.internet import reactor
+    from twisted.internet.error import ReactorNotRunning
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    # Only warnings and errors reach the terminal through the logger: the run's own
+    # lines are printed by the CLI.
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(stderr),
+                              [LogLevelFilterPredicate(LogLevel.error)])],
+        redirectStandardIO=False)
+    status: list[int] = []
+    engines: list = []
+
+    def start() -> None:
+        d = Deferred.fromCoroutine(_execute(args, graph, name, reactor, stdout, stderr,
+                                            engines))
+
+        def done(result: Any) -> None:
+            if isinstance(result, int):
+                status.append(result)
+            else:
+                print(f"twsip: internal error: {result.getErrorMessage()}", file=stderr)
+                status.append(EXIT_FAILED)
+            try:
+                reactor.stop()
+            except ReactorNotRunning:  # already shutting down (Ctrl-C)
+                pass
+
+        d.addBoth(done)
+
+    def before_shutdown() -> Any:
+        # Ctrl-C: stop the run cleanly (hang up, free the ports) before the reactor goes.
+        for engine in engines:
+            if engine.running:
+                return engine.stop("stopped: the process was interrupted (Ctrl-C or a signal)")
+        return None
+
+    reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+    reactor.callWhenRunning(start)
+    reactor.run()
+    return status[0] if status else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
