@@ -33,6 +33,9 @@ _EXPORTS: dict[str, str] = {
     "ScenarioError": "scenario",
     "parse_scenario": "scenario",
     "load_scenario": "scenario",
+    "Engine": "engine",
+    "ScenarioResult": "engine",
+    "EventStream": "events",
 }
 
 __all__ = list(_EXPORTS)
@@ -56,6 +59,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ do
         parse_scenario,
     )
     from .transaction import TimerSettings
+    from .engine import Engine, ScenarioResult
+    from .events import EventStream
 
 
 def __getattr__(name: str) -> Any:
