@@ -19,7 +19,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from .dialog import ALLOWED_METHODS, CallFailed, ClientSession, ServerSession, Session
+from .dialog import (
+    ALLOWED_METHODS,
+    CallFailed,
+    ClientSession,
+    ServerSession,
+    Session,
+    sdp_answer,
+)
 from .message import Message, Request, Response, SipParseError, parse
 from .transaction import (
     ClientNonInviteTransaction,
@@ -40,6 +47,8 @@ log = Logger(namespace="twsip.instance")
 # collection with tens of thousands of calls in Timer L/J takes a few hundred ms under load)
 # instead of being dropped and retransmitted by the peer.
 RECEIVE_BUFFER = 4 * 1024 * 1024
+# is_loopback() per destination host seen, since every datagram sent asks.
+_loopback_hosts: dict[str, bool] = {}
 
 Address = tuple[str, int]
 
@@ -149,7 +158,13 @@ class SipInstance(DatagramProtocol):
 
     # -- the wire ------------------------------------------------------------------------
     def _send(self, data: bytes, addr: Address, message: Message) -> None:
-        if not is_loopback(addr[0]):
+        host = addr[0]
+        loopback = _loopback_hosts.get(host)
+        if loopback is None:
+            loopback = is_loopback(host)
+            if len(_loopback_hosts) < 256:
+                _loopback_hosts[host] = loopback
+        if not loopback:
             log.warn("local mode: not sending {what} to {peer}, outside 127.0.0.0/8",
                      what=_summary(message), peer=addr[0])
             return
@@ -206,7 +221,8 @@ class SipInstance(DatagramProtocol):
                      reason=exc.reason)
             return
         response = request.response(exc.status, to_tag=self.new_tag())
-        response.set("warning", '399 twsip "{}"'.format(exc.reason.replace('"', "'")))
+        response.set("warning", '399 twsip "{}"'.format(
+            exc.reason.replace("\\", "/").replace('"', "'")))
         log.info("answered malformed {method} from {peer} with {status}: {reason}",
                  method=request.method, peer=addr, status=exc.status, reason=exc.reason)
         self.send_message(response, addr)
@@ -278,7 +294,8 @@ class SipInstance(DatagramProtocol):
                 request.contact  # the remote target of the dialog this would create (§12.1.1)
             except SipParseError as exc:
                 response = request.response(400, to_tag=self.new_tag())
-                response.set("warning", '399 twsip "{}"'.format(exc.reason.replace('"', "'")))
+                response.set("warning", '399 twsip "{}"'.format(
+                    exc.reason.replace("\\", "/").replace('"', "'")))
                 return response
         required = request.require
         if required:
@@ -335,7 +352,7 @@ class SipInstance(DatagramProtocol):
                         addr: Address) -> None:
         if invite.body:
             try:
-                sdp.build_answer(invite.body, self.codecs, self.host, 0)
+                sdp_answer(invite.body, self.codecs, self.host, 0)
             except sdp.SdpError as exc:
                 response = invite.response(488, to_tag=self.new_tag())
                 response.set("warning", f'304 twsip "{exc}"')

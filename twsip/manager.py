@@ -28,6 +28,13 @@ log = Logger(namespace="twsip.manager")
 LOCAL_HOST = "127.0.0.1"
 
 
+def _whole_datagrams(listening: IListeningPort) -> IListeningPort:
+    """Read datagrams up to the UDP maximum: Twisted's default of 8192 bytes silently
+    truncates larger SIP messages, which would then be misjudged or cut short."""
+    listening.maxPacketSize = 65535  # type: ignore[attr-defined]
+    return listening
+
+
 class PortAllocationError(RuntimeError):
     """No port could be bound; `ports` lists every one tried."""
 
@@ -95,7 +102,7 @@ class InstanceManager:
         A base_port of 0 lets the system pick a free port each time (tests use it).
         """
         if self.base_port == 0:
-            return self.reactor.listenUDP(0, protocol, interface=self.host)
+            return _whole_datagrams(self.reactor.listenUDP(0, protocol, interface=self.host))
         tried: list[int] = []
         port = self.next_port
         last_error: Exception | None = None
@@ -110,7 +117,7 @@ class InstanceManager:
                 port += 2
                 continue
             self.next_port = port + 2
-            return listening
+            return _whole_datagrams(listening)
         raise PortAllocationError(self.host, tried, last_error)
 
     # -- instances -------------------------------------------------------------------------

@@ -33,6 +33,15 @@ __all__ = [
 ]
 
 MAX_DATAGRAM = 65535
+# Limits against abuse (RFC 3261 §21.5.14 513, §21.4.1 400). Nothing legitimate comes near:
+# a message with more header lines is answered 513; one whose Via/From/To/Call-ID/CSeq
+# (which any answer must copy, §8.2.6) exceed MAX_COPIED_BYTES is dropped, since its answer
+# could outgrow a datagram; a header value with more than MAX_PARAMS parameters is
+# malformed (400).
+MAX_HEADER_LINES = 512
+MAX_COPIED_BYTES = 32768
+MAX_PARAMS = 100
+_COPIED = ("via", "from", "to", "call-id", "cseq")
 
 # RFC 3261 §7.3.3 plus the compact forms registered since (RFC 3265, 3515, 3891, 4028).
 COMPACT = {
@@ -88,6 +97,14 @@ _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _VERSION = re.compile(r"SIP/(\d+)\.(\d+)\Z", re.IGNORECASE)
 _FOLD = re.compile(r"\r?\n[ \t]+")
 _name_cache: dict[str, str] = {}
+# Names as written on the wire -> the key they stand for, once validated: header names
+# ("Via", "v", "CSeq" -> "via", "via", "cseq") and parameter names ("branch", " Tag" ->
+# "branch", "tag"). The same few dozen names arrive in every message, so this skips
+# lower-casing, stripping and the token check, and every message shares the key strings.
+# Bounded: names beyond the limit take the slow path every time.
+_NAME_CACHE_SIZE = 1024
+_header_keys: dict[str, str] = {}
+_param_names: dict[str, str] = {}
 
 
 class SipParseError(ValueError):
@@ -99,6 +116,8 @@ class SipParseError(ValueError):
     """
 
     def __init__(self, status: int, reason: str, message: "Message | None" = None) -> None:
+        if len(reason) > 200:  # reasons quote the offending text, which may be 60 KB long
+            reason = reason[:197] + "..."
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
@@ -154,12 +173,19 @@ def parse_params(text: str) -> dict[str, str | None]:
     if text[0] != ";":
         raise SipParseError(400, f"expected ';' before parameters, found {text[:20]!r}")
     pieces = text[1:].split(";") if '"' not in text else _split_quoted(text[1:], ";")
+    if len(pieces) > MAX_PARAMS:
+        raise SipParseError(400, f"{len(pieces)} parameters, more than the {MAX_PARAMS} accepted")
     for piece in pieces:
         name, eq, value = piece.partition("=")
-        name = name.strip()
-        if not name or not _TOKEN.match(name):
-            raise SipParseError(400, f"malformed parameter {piece.strip()!r}")
-        params[name.lower()] = value.strip() if eq else None
+        key = _param_names.get(name)
+        if key is None:
+            key = name.strip()
+            if not key or not _TOKEN.match(key):
+                raise SipParseError(400, f"malformed parameter {piece.strip()!r}")
+            key = key.lower()
+            if len(_param_names) < _NAME_CACHE_SIZE:
+                _param_names[name] = key
+        params[key] = value.strip() if eq else None
     return params
 
 
@@ -324,17 +350,19 @@ def parse_name_addr(value: str) -> NameAddr:
     text = value.strip()
     display: str | None = None
     if text.startswith('"'):
-        i, n = 1, len(text)
-        while i < n:
-            ch = text[i]
-            if ch == "\\":
-                i += 2
-                continue
-            if ch == '"':
-                break
-            i += 1
-        else:
-            raise SipParseError(400, f"unterminated quoted display name in {value!r}")
+        i = text.find('"', 1)
+        if i < 0 or "\\" in text[1:i]:  # escapes (or no closing quote): walk it
+            i, n = 1, len(text)
+            while i < n:
+                ch = text[i]
+                if ch == "\\":
+                    i += 2
+                    continue
+                if ch == '"':
+                    break
+                i += 1
+            else:
+                raise SipParseError(400, f"unterminated quoted display name in {value!r}")
         display = _unquote(text[1:i])
         text = text[i + 1:].lstrip()
         if not text.startswith("<"):
@@ -626,7 +654,7 @@ def _header_lines(head: str) -> list[str]:
 
 
 def _parse_start_line(line: str) -> Message:
-    if line.startswith("SIP/"):
+    if line[:4].upper() == "SIP/":
         version, _, rest = line.partition(" ")
         code, _, reason = rest.partition(" ")
         if not _VERSION.match(version):
@@ -670,33 +698,53 @@ def parse(data: bytes) -> Request | Response:
     try:
         message = _parse_start_line(lines[0])
     except SipParseError as exc:
-        if lines[0].startswith("SIP/"):
-            raise
+        method = lines[0].split(" ", 1)[0]
+        if lines[0][:4].upper() == "SIP/" or not _TOKEN.match(method):
+            raise  # a response (never answered) or not SIP at all
         # A request with a bad start line is still owed an answer (400/505), built from
         # its headers, so read them before reporting the fault.
         start_error = exc
-        message = Request(lines[0].split(" ", 1)[0], "", {})
+        message = Request(method, "", {})
     headers = message.headers
+    if len(lines) > MAX_HEADER_LINES + 1 and start_error is None:
+        start_error = SipParseError(
+            513, f"{len(lines) - 1} header lines, more than the {MAX_HEADER_LINES} accepted",
+            message)
     for line in lines[1:]:
         name, colon, value = line.partition(":")
         if not colon:
             if not line.strip():
                 continue
-            raise SipParseError(400, f"header line without a colon: {line[:60]!r}", message)
-        key = name.lower()
-        if key[-1:] in " \t":
-            key = key.rstrip()
-        key = COMPACT.get(key, key)
+            # Reported after the loop, so that the answer can copy every header it needs.
+            if start_error is None:
+                start_error = SipParseError(
+                    400, f"header line without a colon: {line[:60]!r}", message)
+            continue
+        key = _header_keys.get(name)
+        if key is None:
+            key = name.lower()
+            if key[-1:] in " \t":
+                key = key.rstrip()
+            key = COMPACT.get(key, key)
+            if len(_header_keys) < _NAME_CACHE_SIZE:
+                _header_keys[name] = key
         value = value.strip()
         values = headers.get(key)
         if values is None:
-            values = headers[key] = []
-        elif key in SINGLE_HEADERS:
-            raise SipParseError(400, f"more than one {canonical_name(key)} header", message)
+            headers[key] = split_commas(value) if "," in value and key in LIST_HEADERS \
+                else [value]
+            continue
+        if key in SINGLE_HEADERS:
+            if start_error is None:
+                start_error = SipParseError(
+                    400, f"more than one {canonical_name(key)} header", message)
+            continue  # the first one is what an answer copies
         if key in LIST_HEADERS and "," in value:
             values.extend(split_commas(value))
         else:
             values.append(value)
+    if len(data) > MAX_COPIED_BYTES:
+        _check_copied_size(headers)
     if start_error is not None:
         start_error.message = message
         raise start_error
@@ -715,6 +763,14 @@ def parse(data: bytes) -> Request | Response:
     message.body = body
     _check(message)
     return message
+
+
+def _check_copied_size(headers: dict[str, list[str]]) -> None:
+    """Drop (message None) what no answer could be built for: §8.2.6 copies these headers."""
+    copied = sum(len(v) for key in _COPIED for v in headers.get(key, ()))
+    if copied > MAX_COPIED_BYTES:
+        raise SipParseError(
+            513, f"{copied} bytes in Via/From/To/Call-ID/CSeq, more than {MAX_COPIED_BYTES}")
 
 
 def _check(message: Message) -> None:
