@@ -32,6 +32,40 @@ __all__ = ["CallFailed", "Session", "ClientSession", "ServerSession", "UserAgent
 
 log = Logger(namespace="twsip.dialog")
 
+# SDP offers and answers are pure functions of their inputs, and under load the same few
+# recur on every call (one offer per caller; SIPp sends one SDP for all its calls): keep the
+# last few. Failures (SdpError) are never kept, nor large bodies.
+_SDP_CACHE_SIZE = 256
+_sdp_cache: dict[tuple, bytes] = {}
+
+
+def sdp_offer(codecs: tuple[str, ...] | list[str], host: str, port: int) -> bytes:
+    """`sdp.build_offer`, remembered."""
+    key = ("offer", tuple(codecs), host, port)
+    body = _sdp_cache.get(key)
+    if body is None:
+        body = sdp.build_offer(codecs, host, port)
+        _remember_sdp(key, body)
+    return body
+
+
+def sdp_answer(offer: bytes, codecs: tuple[str, ...] | list[str], host: str,
+               port: int) -> bytes:
+    """`sdp.build_answer`, remembered (raises `sdp.SdpError` the same way)."""
+    key = (offer, tuple(codecs), host, port)
+    body = _sdp_cache.get(key)
+    if body is None:
+        body = sdp.build_answer(offer, codecs, host, port)
+        if len(offer) <= 4096:
+            _remember_sdp(key, body)
+    return body
+
+
+def _remember_sdp(key: tuple, body: bytes) -> None:
+    if len(_sdp_cache) >= _SDP_CACHE_SIZE:
+        _sdp_cache.clear()
+    _sdp_cache[key] = body
+
 Address = tuple[str, int]
 
 EARLY = "early"
@@ -266,7 +300,7 @@ class ClientSession(Session):
         self._cancelled = False
         self._ack: tuple[bytes, Request] | None = None
         self.local_cseq = 1
-        self.local_sdp = sdp.build_offer(ua.codecs, ua.host, ua.media_port())
+        self.local_sdp = sdp_offer(ua.codecs, ua.host, ua.media_port())
         self.invite = self._build_invite()
         self._tx = ClientInviteTransaction(ua.transactions, self.invite, addr,
                                            self._on_response, self._on_timeout)
@@ -407,6 +441,18 @@ class ClientSession(Session):
 ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS")
 
 
+class _EndedCall:
+    """What an answered INVITE transaction keeps of its call once the call has ended: the
+    To tag that a late CANCEL is answered with (§9.2). The transaction lingers 32 s (Timer
+    L) after every call; holding this instead of the session lets the session and its
+    INVITE go as soon as the call ends."""
+
+    __slots__ = ("local_tag",)
+
+    def __init__(self, local_tag: str) -> None:
+        self.local_tag = local_tag
+
+
 class ServerSession(Session):
     """A call this user agent receives (UAS, §13.3). Created by the UA core per new INVITE."""
 
@@ -432,6 +478,7 @@ class ServerSession(Session):
         self._retransmit: IDelayedCall | None = None
         self._give_up: IDelayedCall | None = None
         self._interval = 0.0
+        self._give_up_at = 0.0
         self._final: tuple[bytes, Response] | None = None
         self._ringing_sent = False
         ua.register_dialog(self)
@@ -469,10 +516,10 @@ class ServerSession(Session):
         ua = self.ua
         try:
             if self.remote_sdp:
-                self.local_sdp = sdp.build_answer(self.remote_sdp, ua.codecs, ua.host,
-                                                  ua.media_port())
+                self.local_sdp = sdp_answer(self.remote_sdp, ua.codecs, ua.host,
+                                            ua.media_port())
             else:  # offer in the 2xx, answer in the ACK (§13.2.1)
-                self.local_sdp = sdp.build_offer(ua.codecs, ua.host, ua.media_port())
+                self.local_sdp = sdp_offer(ua.codecs, ua.host, ua.media_port())
         except sdp.SdpError as exc:
             self.reject(488, "Not Acceptable Here")
             return fail(CallFailed(488, str(exc)))
@@ -484,23 +531,34 @@ class ServerSession(Session):
         self._answered = Outcome()
         self.tx.respond(response)
         self._final = (response.to_bytes(), response)
-        # §13.3.1.4: the UAS core retransmits the 2xx until the ACK, T1 doubling to T2.
+        # §13.3.1.4: the UAS core retransmits the 2xx until the ACK, T1 doubling to T2, and
+        # gives up after 64*T1. One timer does both: it is set for the next retransmission,
+        # or for the give-up time when that comes first (a tie goes to giving up).
         timers = ua.transactions.timers
         self._interval = timers.t1
-        self._retransmit = ua.clock.callLater(self._interval, self._resend_2xx)
-        self._give_up = ua.clock.callLater(timers.timeout, self._no_ack)
+        self._give_up_at = ua.clock.seconds() + timers.timeout
+        self._next_2xx_timer()
         return self._answered.wait()
+
+    def _next_2xx_timer(self) -> None:
+        clock = self.ua.clock
+        now = clock.seconds()
+        if now + self._interval < self._give_up_at:
+            self._retransmit = clock.callLater(self._interval, self._resend_2xx)
+        else:
+            self._retransmit = clock.callLater(max(0.0, self._give_up_at - now), self._no_ack)
 
     def _resend_2xx(self) -> None:
         assert self._final is not None
         self.ua.send_message(self._final[1], self.peer)
         self._interval = min(2 * self._interval, self.ua.transactions.timers.t2)
-        self._retransmit = self.ua.clock.callLater(self._interval, self._resend_2xx)
+        self._next_2xx_timer()
 
     def _no_ack(self) -> None:
         self._give_up = None
         _cancel_call(self._retransmit)
         self._retransmit = None
+        self._final = None
         if self.state == CONFIRMED:
             # §13.3.1.4: no ACK within 64*T1 -> the dialog is confirmed but ends with a BYE.
             self.hangup().addErrback(lambda _: None)
@@ -511,6 +569,7 @@ class ServerSession(Session):
         _cancel_call(self._retransmit)
         _cancel_call(self._give_up)
         self._retransmit = self._give_up = None
+        self._final = None  # retransmitted no more: let the 2xx go
         if ack.body and self.remote_sdp is None:
             self.remote_sdp = ack.body
         if self._answered is not None:
@@ -545,6 +604,12 @@ class ServerSession(Session):
         if self._answered is not None:
             self._answered.fire(CallFailed(487, "caller hung up before the ACK"))
 
+    def _end(self, reason: str) -> None:
+        super()._end(reason)
+        tx = self.tx
+        if tx.tu is self and tx.answered:
+            tx.tu = _EndedCall(self.local_tag)
+
     def _no_ack_for_error(self) -> None:
         log.debug("no ACK for the error response to {call_id}", call_id=self.call_id)
 
@@ -552,3 +617,4 @@ class ServerSession(Session):
         _cancel_call(self._retransmit)
         _cancel_call(self._give_up)
         self._retransmit = self._give_up = None
+        self._final = None
