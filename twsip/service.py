@@ -224,8 +224,10 @@ class SipInstancesService(service.Service):
             flow = demo_graph(dns[0], dns[1])
         else:
             return
+        # SIP messages are the instances' to log (one line each unless --quiet); the flow
+        # adds its node events and, at the end, the ladder of every message.
         self.engine = Engine(self.manager, reactor=self._reactor,
-                             events=EventStream(log_sip=not self.manager.log_messages))
+                             events=EventStream(log_sip=False))
         self.flow_done = run_once_serving(self.manager, flow, engine=self.engine)
 
     def _start_failed(self, exc: Exception) -> None:
