@@ -76,16 +76,19 @@ class MessageEvent:
 
     @property
     def summary(self) -> str:
-        message = self.message
-        if isinstance(message, Request):
-            return message.method
-        return f"{message.status} {message.reason}"
+        return _summary(self.message)
 
 
 def _summary(message: Message) -> str:
     if isinstance(message, Request):
         return message.method
     return f"{message.status} {message.reason}"
+
+
+def _warning(reason: str) -> str:
+    """A Warning value (RFC 3261 §20.43) carrying a human reason; quotes and backslashes
+    are replaced so the quoted-string stays well formed."""
+    return '399 twsip "{}"'.format(reason.replace("\\", "/").replace('"', "'"))
 
 
 class SipInstance(DatagramProtocol):
@@ -221,8 +224,7 @@ class SipInstance(DatagramProtocol):
                      reason=exc.reason)
             return
         response = request.response(exc.status, to_tag=self.new_tag())
-        response.set("warning", '399 twsip "{}"'.format(
-            exc.reason.replace("\\", "/").replace('"', "'")))
+        response.set("warning", _warning(exc.reason))
         log.info("answered malformed {method} from {peer} with {status}: {reason}",
                  method=request.method, peer=addr, status=exc.status, reason=exc.reason)
         self.send_message(response, addr)
@@ -294,8 +296,7 @@ class SipInstance(DatagramProtocol):
                 request.contact  # the remote target of the dialog this would create (§12.1.1)
             except SipParseError as exc:
                 response = request.response(400, to_tag=self.new_tag())
-                response.set("warning", '399 twsip "{}"'.format(
-                    exc.reason.replace("\\", "/").replace('"', "'")))
+                response.set("warning", _warning(exc.reason))
                 return response
         required = request.require
         if required:
