@@ -8,6 +8,7 @@ small `UserAgent` protocol below, so this module knows nothing about sockets.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -15,7 +16,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from . import sdp
-from .message import NameAddr, Request, Response
+from .message import NameAddr, Request, Response, parse
 from .transaction import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
@@ -99,16 +100,22 @@ class Outcome:
     def wait(self, canceller: Callable[[Deferred], None] | None = None) -> Deferred:
         if self.done:
             result = self._result
+            if type(result) is weakref.ref:
+                result = result()
             return fail(result) if isinstance(result, Exception) else succeed(result)
         d: Deferred = Deferred(canceller)
         self._waiters.append(d)
         return d
 
-    def fire(self, result: object) -> None:
+    def fire(self, result: object, *, owner: bool = False) -> None:
+        """Fire every waiter with `result`. `owner`: the result is the object that holds
+        this outcome (a session answered), kept by weak reference so that the two do not
+        form a cycle that only the garbage collector could free; whoever can still wait
+        holds the owner, so it is alive whenever it is asked for."""
         if self.done:
             return
         self.done = True
-        self._result = result
+        self._result = weakref.ref(result) if owner else result
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             if not d.called:
@@ -378,7 +385,7 @@ class ClientSession(Session):
             return
         self.state = CONFIRMED
         self.ua.register_dialog(self)
-        self._answered.fire(self)
+        self._answered.fire(self, owner=True)
         self._ringing.fire(CallFailed(200, "answered without ringing"))
 
     def _on_timeout(self) -> None:
@@ -432,10 +439,36 @@ class ClientSession(Session):
             self._ended.fire(reason)
             return
         super()._end(reason)
+        tx = self._tx
+        if self._ack is not None and tx.on_response == self._on_response:
+            # All the INVITE transaction can still pass up (Timer M, 32 s) is a 2xx
+            # retransmission, which gets the same ACK again: hand it just that, so that
+            # the ended session is not kept alive for it.
+            tx.on_response = _ReAck(self.ua, self._ack[0], self.remote_tag,
+                                    self.destination())
 
     def _stop_timers(self) -> None:
         _cancel_call(self._setup_timer)
         self._setup_timer = None
+
+
+class _ReAck:
+    """A confirmed call's INVITE transaction TU once the call has ended: ACK again each
+    retransmitted 2xx from the dialog's peer (§13.2.2.4), as `ClientSession._on_2xx` does.
+    It keeps the ACK's bytes only, and rebuilds the message in the rare case it is needed."""
+
+    __slots__ = ("ua", "ack", "remote_tag", "destination")
+
+    def __init__(self, ua: UserAgent, ack: bytes, remote_tag: str | None,
+                 destination: Address) -> None:
+        self.ua = ua
+        self.ack = ack
+        self.remote_tag = remote_tag
+        self.destination = destination
+
+    def __call__(self, response: Response) -> None:
+        if 200 <= response.status < 300 and response.to.tag == self.remote_tag:
+            self.ua.send_message(parse(self.ack), self.destination)
 
 
 ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS")
@@ -479,7 +512,7 @@ class ServerSession(Session):
         self._give_up: IDelayedCall | None = None
         self._interval = 0.0
         self._give_up_at = 0.0
-        self._final: tuple[bytes, Response] | None = None
+        self._final: Response | None = None  # the 2xx, while it is retransmitted
         self._ringing_sent = False
         ua.register_dialog(self)
 
@@ -530,7 +563,7 @@ class ServerSession(Session):
         self.state = CONFIRMED
         self._answered = Outcome()
         self.tx.respond(response)
-        self._final = (response.to_bytes(), response)
+        self._final = response
         # §13.3.1.4: the UAS core retransmits the 2xx until the ACK, T1 doubling to T2, and
         # gives up after 64*T1. One timer does both: it is set for the next retransmission,
         # or for the give-up time when that comes first (a tie goes to giving up).
@@ -550,7 +583,7 @@ class ServerSession(Session):
 
     def _resend_2xx(self) -> None:
         assert self._final is not None
-        self.ua.send_message(self._final[1], self.peer)
+        self.ua.send_message(self._final, self.peer)
         self._interval = min(2 * self._interval, self.ua.transactions.timers.t2)
         self._next_2xx_timer()
 
@@ -573,7 +606,7 @@ class ServerSession(Session):
         if ack.body and self.remote_sdp is None:
             self.remote_sdp = ack.body
         if self._answered is not None:
-            self._answered.fire(self)
+            self._answered.fire(self, owner=True)
 
     def reject(self, status: int = 486, reason: str | None = None) -> None:
         """Refuse the call with a final 3xx-6xx status."""

@@ -80,10 +80,20 @@ def server_key(request: Request, method: str | None = None) -> Hashable:
             request.cseq.number, via.host.lower(), via.port, via.branch, method)
 
 
+def _ignore(*_: object) -> None:
+    """The TU callback of a transaction whose TU can no longer be called."""
+
+
 class _Transaction:
-    """What all four machines share. `request` is the request that began the transaction;
-    a server transaction lets go of it (None) once its final response is sent, since from
-    then on it only absorbs or answers retransmissions (and lingers 32 s doing so)."""
+    """What all four machines share.
+
+    A transaction lets go of what its remaining states cannot use: once it only lingers to
+    absorb or answer retransmissions (up to 32 s after every call under load), `request`
+    becomes None, and so do the TU callbacks that can no longer fire (a server transaction
+    after its final response; a client one after a 2xx to an INVITE or a final response to
+    anything else). Under load this is the difference between a few objects and a hundred
+    per call for the garbage collector to walk.
+    """
 
     __slots__ = ("layer", "key", "request", "addr", "state", "_retransmit", "_timeout",
                  "_linger", "_interval", "_wire")
@@ -204,6 +214,11 @@ class ClientInviteTransaction(_Transaction):
             elif status < 300:
                 self.state = ACCEPTED
                 self._stop_retransmit()
+                # Accepted only passes 2xx retransmissions up: no INVITE to resend, no
+                # ACK to build (the TU ACKs a 2xx), no Timer B.
+                self.request = None
+                self._wire = None
+                self.on_timeout = _ignore
                 self._linger_for(self.layer.timers.timeout)
                 self.on_response(response)
             else:
@@ -267,6 +282,13 @@ class ClientNonInviteTransaction(_Transaction):
             self.state = COMPLETED
             self._stop_retransmit()
             self._linger_for(self.layer.timers.t4)
+            # Timer K only absorbs retransmitted responses: nothing is sent or reported.
+            on_response = self.on_response
+            self.request = None
+            self._wire = None
+            self.on_response = self.on_timeout = _ignore
+            on_response(response)
+            return
         self.on_response(response)
 
 
@@ -390,6 +412,17 @@ class ServerNonInviteTransaction(_Transaction):
             self._linger_for(self.layer.timers.timeout)
 
 
+class _LingerQueue:
+    """One FIFO of lingering transactions, as two parallel deques (deadline, transaction):
+    no tuple per entry, which would be one more object per call for the GC to walk."""
+
+    __slots__ = ("deadlines", "txs")
+
+    def __init__(self) -> None:
+        self.deadlines: deque[float] = deque()
+        self.txs: deque[_Transaction] = deque()
+
+
 def _reparse(data: bytes) -> Message:
     """The message of bytes this layer sent itself (for a retransmission's send hook)."""
     try:
@@ -417,7 +450,7 @@ class TransactionLayer:
         # only grow, so its head is its earliest; one DelayedCall waits for the earliest
         # head of all. An entry is live while its transaction's `_linger` is that very
         # deadline object; cancelled entries are skipped when they reach the head.
-        self._lingering: dict[float, deque[tuple[float, _Transaction]]] = {}
+        self._lingering: dict[float, _LingerQueue] = {}
         self._lingering_live = 0
         self._linger_call: IDelayedCall | None = None
 
@@ -458,7 +491,7 @@ class TransactionLayer:
         for tx in list(self._server.values()) + list(self._client.values()):
             tx.terminate()
         for queue in list(self._lingering.values()):
-            for _, tx in list(queue):
+            for tx in list(queue.txs):
                 tx.terminate()
         self._lingering_live = 0
         self._lingering.clear()
@@ -473,8 +506,9 @@ class TransactionLayer:
         deadline = self.clock.seconds() + delay
         queue = self._lingering.get(delay)
         if queue is None:
-            queue = self._lingering[delay] = deque()
-        queue.append((deadline, tx))
+            queue = self._lingering[delay] = _LingerQueue()
+        queue.deadlines.append(deadline)
+        queue.txs.append(tx)
         self._lingering_live += 1
         call = self._linger_call
         if call is None:
@@ -500,8 +534,9 @@ class TransactionLayer:
         now = self.clock.seconds()
         due: list[_Transaction] = []
         for queue in self._lingering.values():
-            while queue and queue[0][0] <= now:
-                deadline, tx = queue.popleft()
+            deadlines, txs = queue.deadlines, queue.txs
+            while deadlines and deadlines[0] <= now:
+                deadline, tx = deadlines.popleft(), txs.popleft()
                 if tx._linger is deadline:
                     tx._linger = None
                     self._lingering_live -= 1
@@ -513,10 +548,12 @@ class TransactionLayer:
     def _schedule_linger(self) -> None:
         earliest: float | None = None
         for queue in self._lingering.values():
-            while queue and queue[0][1]._linger is not queue[0][0]:
-                queue.popleft()  # stopped early: nothing to wait for
-            if queue and (earliest is None or queue[0][0] < earliest):
-                earliest = queue[0][0]
+            deadlines, txs = queue.deadlines, queue.txs
+            while deadlines and txs[0]._linger is not deadlines[0]:
+                deadlines.popleft()  # stopped early: nothing to wait for
+                txs.popleft()
+            if deadlines and (earliest is None or deadlines[0] < earliest):
+                earliest = deadlines[0]
         if self._linger_call is not None:
             if self._linger_call.active():
                 self._linger_call.cancel()
