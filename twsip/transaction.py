@@ -80,6 +80,13 @@ def server_key(request: Request, method: str | None = None) -> Hashable:
             request.cseq.number, via.host.lower(), via.port, via.branch, method)
 
 
+def _cancelled(call: IDelayedCall | None) -> None:
+    """Cancel `call` if it is still pending; returns None for the slot that held it."""
+    if call is not None and call.active():
+        call.cancel()
+    return None
+
+
 def _ignore(*_: object) -> None:
     """The TU callback of a transaction whose TU can no longer be called."""
 
@@ -132,25 +139,15 @@ class _Transaction:
         self._linger = self.layer._linger_until(self, delay)
 
     def _stop_timers(self) -> None:
-        for name in ("_retransmit", "_timeout"):
-            call = getattr(self, name)
-            if call is not None:
-                if call.active():
-                    call.cancel()
-                setattr(self, name, None)
+        self._stop_retransmit()
         if self._linger is not None:
             self._linger = None
             self.layer._linger_cancelled()
 
     def _stop_retransmit(self) -> None:
-        if self._retransmit is not None:
-            if self._retransmit.active():
-                self._retransmit.cancel()
-            self._retransmit = None
-        if self._timeout is not None:
-            if self._timeout.active():
-                self._timeout.cancel()
-            self._timeout = None
+        """Leave an active state: its retransmit and timeout timers stop (A/B, E/F, G/H)."""
+        self._retransmit = _cancelled(self._retransmit)
+        self._timeout = _cancelled(self._timeout)
 
     def terminate(self) -> None:
         if self.state != TERMINATED:
@@ -495,10 +492,7 @@ class TransactionLayer:
                 tx.terminate()
         self._lingering_live = 0
         self._lingering.clear()
-        if self._linger_call is not None:
-            if self._linger_call.active():
-                self._linger_call.cancel()
-            self._linger_call = None
+        self._linger_call = _cancelled(self._linger_call)
 
     # -- linger timers (D, I, J, K, L, M) --------------------------------------------------
     def _linger_until(self, tx: _Transaction, delay: float) -> float:
@@ -524,10 +518,7 @@ class TransactionLayer:
         if self._lingering_live <= 0:
             self._lingering_live = 0
             self._lingering.clear()
-            if self._linger_call is not None:
-                if self._linger_call.active():
-                    self._linger_call.cancel()
-                self._linger_call = None
+            self._linger_call = _cancelled(self._linger_call)
 
     def _linger_expired(self) -> None:
         self._linger_call = None
@@ -554,10 +545,7 @@ class TransactionLayer:
                 txs.popleft()
             if deadlines and (earliest is None or deadlines[0] < earliest):
                 earliest = deadlines[0]
-        if self._linger_call is not None:
-            if self._linger_call.active():
-                self._linger_call.cancel()
-            self._linger_call = None
+        self._linger_call = _cancelled(self._linger_call)
         if earliest is not None:
             self._linger_call = self.clock.callLater(
                 max(0.0, earliest - self.clock.seconds()), self._linger_expired)
