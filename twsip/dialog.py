@@ -33,40 +33,6 @@ __all__ = ["CallFailed", "Session", "ClientSession", "ServerSession", "UserAgent
 
 log = Logger(namespace="twsip.dialog")
 
-# SDP offers and answers are pure functions of their inputs, and under load the same few
-# recur on every call (one offer per caller; SIPp sends one SDP for all its calls): keep the
-# last few. Failures (SdpError) are never kept, nor large bodies.
-_SDP_CACHE_SIZE = 256
-_sdp_cache: dict[tuple, bytes] = {}
-
-
-def sdp_offer(codecs: tuple[str, ...] | list[str], host: str, port: int) -> bytes:
-    """`sdp.build_offer`, remembered."""
-    key = ("offer", tuple(codecs), host, port)
-    body = _sdp_cache.get(key)
-    if body is None:
-        body = sdp.build_offer(codecs, host, port)
-        _remember_sdp(key, body)
-    return body
-
-
-def sdp_answer(offer: bytes, codecs: tuple[str, ...] | list[str], host: str,
-               port: int) -> bytes:
-    """`sdp.build_answer`, remembered (raises `sdp.SdpError` the same way)."""
-    key = (offer, tuple(codecs), host, port)
-    body = _sdp_cache.get(key)
-    if body is None:
-        body = sdp.build_answer(offer, codecs, host, port)
-        if len(offer) <= 4096:
-            _remember_sdp(key, body)
-    return body
-
-
-def _remember_sdp(key: tuple, body: bytes) -> None:
-    if len(_sdp_cache) >= _SDP_CACHE_SIZE:
-        _sdp_cache.clear()
-    _sdp_cache[key] = body
-
 Address = tuple[str, int]
 
 EARLY = "early"
@@ -307,7 +273,7 @@ class ClientSession(Session):
         self._cancelled = False
         self._ack: tuple[bytes, Request] | None = None
         self.local_cseq = 1
-        self.local_sdp = sdp_offer(ua.codecs, ua.host, ua.media_port())
+        self.local_sdp = sdp.offer(ua.codecs, ua.host, ua.media_port())
         self.invite = self._build_invite()
         self._tx = ClientInviteTransaction(ua.transactions, self.invite, addr,
                                            self._on_response, self._on_timeout)
@@ -549,10 +515,10 @@ class ServerSession(Session):
         ua = self.ua
         try:
             if self.remote_sdp:
-                self.local_sdp = sdp_answer(self.remote_sdp, ua.codecs, ua.host,
+                self.local_sdp = sdp.answer(self.remote_sdp, ua.codecs, ua.host,
                                             ua.media_port())
             else:  # offer in the 2xx, answer in the ACK (§13.2.1)
-                self.local_sdp = sdp_offer(ua.codecs, ua.host, ua.media_port())
+                self.local_sdp = sdp.offer(ua.codecs, ua.host, ua.media_port())
         except sdp.SdpError as exc:
             self.reject(488, "Not Acceptable Here")
             return fail(CallFailed(488, str(exc)))

@@ -25,7 +25,6 @@ from .dialog import (
     ClientSession,
     ServerSession,
     Session,
-    sdp_answer,
 )
 from .message import Message, Request, Response, SipParseError, parse
 from .transaction import (
@@ -353,7 +352,7 @@ class SipInstance(DatagramProtocol):
                         addr: Address) -> None:
         if invite.body:
             try:
-                sdp_answer(invite.body, self.codecs, self.host, 0)
+                sdp.answer(invite.body, self.codecs, self.host, 0)
             except sdp.SdpError as exc:
                 response = invite.response(488, to_tag=self.new_tag())
                 response.set("warning", f'304 twsip "{exc}"')

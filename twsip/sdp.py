@@ -6,7 +6,8 @@ listens, which is enough for SIP peers to negotiate and complete calls.
 
 from __future__ import annotations
 
-__all__ = ["CODECS", "build_offer", "build_answer", "audio_payloads", "SdpError"]
+__all__ = ["CODECS", "build_offer", "build_answer", "offer", "answer", "audio_payloads",
+           "SdpError"]
 
 # name -> (static payload type, rtpmap)
 CODECS = {
@@ -81,3 +82,38 @@ def build_answer(offer: bytes, codecs: tuple[str, ...] | list[str], host: str, p
     if event:
         chosen.append(event)
     return _session(host, port, session_id, chosen)
+
+
+# Offers and answers are pure functions of their inputs, and under load the same few recur
+# on every call (one offer per caller; SIPp sends one SDP for all its calls): keep the last
+# few. Failures (SdpError) are never kept, nor large bodies.
+_CACHE_SIZE = 256
+_cache: dict[tuple, bytes] = {}
+
+
+def offer(codecs: tuple[str, ...] | list[str], host: str, port: int) -> bytes:
+    """`build_offer`, remembered."""
+    key = ("offer", tuple(codecs), host, port)
+    body = _cache.get(key)
+    if body is None:
+        body = build_offer(codecs, host, port)
+        _remember(key, body)
+    return body
+
+
+def answer(offer_body: bytes, codecs: tuple[str, ...] | list[str], host: str,
+           port: int) -> bytes:
+    """`build_answer`, remembered (raises `SdpError` the same way)."""
+    key = (offer_body, tuple(codecs), host, port)
+    body = _cache.get(key)
+    if body is None:
+        body = build_answer(offer_body, codecs, host, port)
+        if len(offer_body) <= 4096:
+            _remember(key, body)
+    return body
+
+
+def _remember(key: tuple, body: bytes) -> None:
+    if len(_cache) >= _CACHE_SIZE:
+        _cache.clear()
+    _cache[key] = body
