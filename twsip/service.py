@@ -13,7 +13,7 @@ serving afterwards. Anything else that should run then hangs off `when_serving`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from twisted.application import service
 from twisted.internet.defer import Deferred, fail, succeed
@@ -35,40 +35,26 @@ log = Logger(namespace="twsip.service")
 DEFAULT_INSTANCES = 2
 
 
-def _count(value: str) -> int:
-    try:
-        count = int(value)
-    except ValueError:
-        raise ValueError(f"not a whole number: {value!r}") from None
-    if count < 1:
-        raise ValueError(f"at least 1 instance, not {count}")
-    return count
+def _whole_number(low: int, high: int, what: str, doc: str) -> Callable[[str], int]:
+    """A usage.Options coercer: a whole number from `low` to `high`, or a clear error."""
+
+    def coerce(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"not a whole number: {value!r}") from None
+        if not low <= number <= high:
+            raise ValueError(f"{what}, not {number}")
+        return number
+
+    coerce.coerceDoc = doc  # type: ignore[attr-defined]
+    return coerce
 
 
-_count.coerceDoc = "A whole number, at least 1."  # type: ignore[attr-defined]
-
-
-def _port(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise ValueError(f"not a port number: {value!r}") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"a port is 1-65535 (or 0 for ports the system picks), not {port}")
-    return port
-
-
-_port.coerceDoc = "0 lets the system pick a free port for each instance."  # type: ignore[attr-defined]
-
-
-def _retries(value: str) -> int:
-    try:
-        retries = int(value)
-    except ValueError:
-        raise ValueError(f"not a whole number: {value!r}") from None
-    if retries < 0:
-        raise ValueError(f"retries cannot be negative: {retries}")
-    return retries
+_count = _whole_number(1, 1_000_000, "at least 1 instance", "A whole number, at least 1.")
+_port = _whole_number(0, 65535, "a port is 1-65535 (or 0 for ports the system picks)",
+                      "0 lets the system pick a free port for each instance.")
+_retries = _whole_number(0, 1_000_000, "retries cannot be negative", "A whole number.")
 
 
 class Options(usage.Options):
