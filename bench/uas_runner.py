@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                               log_messages=False)
     created = manager.create_instances(graph_for_instances(args.instances))
     manager.start_serving(auto_answer=True)
+    gc.collect()  # as twistd sipinstances does (twsip.service.freeze_startup_objects);
+    gc.freeze()  # inline, so that --twsip runs of older versions get the same GC policy
     if args.count_objects:
         reactor.addSystemEventTrigger("before", "shutdown", count_objects)
     reactor.addSystemEventTrigger("before", "shutdown", manager.cleanup)

@@ -168,14 +168,9 @@ async def test_torture_message_over_udp(name: str, section: str, kind: str,
     managed = manager.create_instance(SipInstanceConfig(id="uas", label="uas", dn="100"))
     manager.start_serving(auto_answer=True)
     target = ("127.0.0.1", managed.port)
-    written: list[tuple[str, int]] = []
-    port_write = managed.listening_port.write
-
-    def spy(datagram: bytes, addr: tuple[str, int] | None = None) -> None:
-        written.append(addr)  # type: ignore[arg-type]
-        return port_write(datagram, addr)
-
-    managed.listening_port.write = spy  # type: ignore[method-assign]
+    written: list[tuple[str, int]] = []  # every address the instance sent a datagram to
+    managed.ua.observers.append(
+        lambda event: written.append(event.peer) if event.direction == "out" else None)
     peer = Peer()
     peer_port = reactor.listenUDP(0, peer, interface="127.0.0.1")
     try:

