@@ -35,7 +35,6 @@ async def measure(seconds: float, concurrency: int, warmup: float) -> dict:
     measuring = False
 
     async def worker(end: float) -> None:
-        nonlocal measuring
         while time.perf_counter() < end:
             try:
                 session = await caller.ua.invite(target, timeout=32)

@@ -331,7 +331,7 @@ def climb(sipp: str, peer: str, rates: tuple[int, ...], seconds: float, workdir:
 def run(quick: bool = False, workdir: str | None = None, options: dict | None = None
         ) -> list[Row]:
     options = options or {}
-    figure = f"SIPp uac -> 1 twsip instance, highest clean rate"
+    figure = "SIPp uac -> 1 twsip instance, highest clean rate"
     target = f">= {TARGET_RATE}/s for 10 s, 0 failed, 0 retrans"
     sipp = sipp_path()
     if sipp is None:

@@ -19,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from twsip.message import (
-    LIST_HEADERS,
     Message,
     Request,
     Response,

@@ -13,7 +13,7 @@ any byte sequence survives a parse/serialize round trip unchanged. Bodies stay `
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator
+from typing import Iterable
 
 __all__ = [
     "SipParseError",
@@ -794,10 +794,3 @@ def _check(message: Message) -> None:
     except SipParseError as exc:
         exc.message = message
         raise
-
-
-def iter_header_lines(message: Message) -> Iterator[tuple[str, str]]:
-    """(Canonical name, value) pairs in wire order, for display."""
-    for key, values in message.headers.items():
-        for value in values:
-            yield canonical_name(key), value

@@ -469,9 +469,6 @@ class TransactionLayer:
         tx.receive(response)
         return True
 
-    def server_transaction(self, request: Request) -> ServerTransaction | None:
-        return self._server.get(server_key(request))
-
     def invite_for_cancel(self, cancel: Request) -> ServerInviteTransaction | None:
         """The INVITE transaction a CANCEL names (§9.2): same key, method INVITE."""
         tx = self._server.get(server_key(cancel, "INVITE"))
