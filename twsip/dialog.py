@@ -474,8 +474,7 @@ class ServerSession(Session):
         self.remote_sdp = invite.body or None
         self.answered = False
         self._answered: Outcome | None = None
-        self._retransmit: IDelayedCall | None = None
-        self._give_up: IDelayedCall | None = None
+        self._retransmit: IDelayedCall | None = None  # the 2xx retransmission or give-up
         self._interval = 0.0
         self._give_up_at = 0.0
         self._final: Response | None = None  # the 2xx, while it is retransmitted
@@ -554,8 +553,6 @@ class ServerSession(Session):
         self._next_2xx_timer()
 
     def _no_ack(self) -> None:
-        self._give_up = None
-        _cancel_call(self._retransmit)
         self._retransmit = None
         self._final = None
         if self.state == CONFIRMED:
@@ -565,10 +562,7 @@ class ServerSession(Session):
             self._answered.fire(CallFailed(408, "no ACK for the 2xx"))
 
     def ack_received(self, ack: Request) -> None:
-        _cancel_call(self._retransmit)
-        _cancel_call(self._give_up)
-        self._retransmit = self._give_up = None
-        self._final = None  # retransmitted no more: let the 2xx go
+        self._stop_timers()  # retransmitted no more: let the 2xx go
         if ack.body and self.remote_sdp is None:
             self.remote_sdp = ack.body
         if self._answered is not None:
@@ -614,6 +608,5 @@ class ServerSession(Session):
 
     def _stop_timers(self) -> None:
         _cancel_call(self._retransmit)
-        _cancel_call(self._give_up)
-        self._retransmit = self._give_up = None
+        self._retransmit = None
         self._final = None
