@@ -807,12 +807,13 @@ class _Run:
             if isinstance(session, ServerSession) and not session.answered:
                 session.reject(480, "Temporarily Unavailable")
                 self.action(dn, f"end of the run: rejecting {call} (not answered): 480")
-            elif isinstance(session, ClientSession) and not session.established:
-                session.cancel()
-                self.action(dn, f"end of the run: cancelling {call} (not answered): CANCEL")
-            else:
+                continue
+            if session.established:
                 self.action(dn, f"end of the run: hanging up {call}: BYE")
                 byes.append(session.hangup())
+            else:  # hangup() of an outgoing call not answered yet is its CANCEL
+                self.action(dn, f"end of the run: cancelling {call} (not answered): CANCEL")
+                session.hangup()
         return byes if any_live else None
 
     async def pause(self, seconds: float) -> None:

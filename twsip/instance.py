@@ -486,10 +486,8 @@ class SipInstance(DatagramProtocol):
         for session in list(self.calls):
             if isinstance(session, ServerSession) and not session.answered:
                 session.reject(480, "Temporarily Unavailable (shutting down)")
-            elif session.established:
+            else:  # BYE, or CANCEL for an outgoing call not answered yet
                 byes.append(session.hangup().addErrback(lambda _: None))
-            elif isinstance(session, ClientSession):
-                session.cancel()
         while self.incoming.pending:
             self.incoming.pending.pop()
         for waiting in list(self.incoming.waiting):
