@@ -103,7 +103,7 @@ class UserAgent(Protocol):
 
     @property
     def contact(self) -> str: ...
-    def new_branch(self) -> str: ...
+    def new_via(self) -> str: ...
     def new_tag(self) -> str: ...
     def send_message(self, message: "Message", addr: Address) -> None: ...
     def register_dialog(self, session: "Session") -> None: ...
@@ -176,7 +176,7 @@ class Session:
         frm = NameAddr(self.local_uri, params={"tag": self.local_tag})
         uri = self.remote_target
         headers: dict[str, list[str]] = {
-            "via": [f"SIP/2.0/UDP {self.ua.host}:{self.ua.port};branch={self.ua.new_branch()};rport"],
+            "via": [self.ua.new_via()],
             "max-forwards": ["70"],
             "from": [str(frm)],
             "to": [str(to)],
@@ -283,7 +283,7 @@ class ClientSession(Session):
 
     def _build_invite(self) -> Request:
         headers: dict[str, list[str]] = {
-            "via": [f"SIP/2.0/UDP {self.ua.host}:{self.ua.port};branch={self.ua.new_branch()};rport"],
+            "via": [self.ua.new_via()],
             "max-forwards": ["70"],
             "from": [f"<{self.local_uri}>;tag={self.local_tag}"],
             "to": [f"<{self.remote_uri}>"],

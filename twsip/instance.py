@@ -149,6 +149,11 @@ class SipInstance(DatagramProtocol):
     def new_branch(self) -> str:
         return f"z9hG4bK{self._prefix}{next(self._counter):x}"
 
+    def new_via(self) -> str:
+        """The Via of a new request from here: a fresh branch, and rport (RFC 3581) so the
+        answer comes back to the port we sent from."""
+        return f"SIP/2.0/UDP {self.host}:{self.port};branch={self.new_branch()};rport"
+
     def new_tag(self) -> str:
         return f"{self._prefix}{next(self._counter):x}"
 
@@ -457,7 +462,7 @@ class SipInstance(DatagramProtocol):
         if addr is None:
             return fail(CallFailed(503, f"not a loopback sip: URI: {target!r}"))
         request = Request("OPTIONS", target, {
-            "via": [f"SIP/2.0/UDP {self.host}:{self.port};branch={self.new_branch()};rport"],
+            "via": [self.new_via()],
             "max-forwards": ["70"],
             "from": [f"<{self.uri}>;tag={self.new_tag()}"],
             "to": [f"<{target}>"],
