@@ -45,7 +45,7 @@ class RetransmissionCounter:
         self._undo: list[Callable[[], None]] = []
 
     def install(self) -> "RetransmissionCounter":
-        from twsip import dialog, transaction
+        from twsip.sip import dialog, transaction
 
         for owner, name in ((transaction._Transaction, "_resend"),
                             (dialog.ServerSession, "_resend_2xx")):

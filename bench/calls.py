@@ -21,12 +21,12 @@ async def measure(seconds: float, concurrency: int, warmup: float) -> dict:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred, gatherResults
 
-    from twsip.dialog import CallFailed
+    from twsip.sip.dialog import CallFailed
     from twsip.manager import InstanceManager
-    from twsip.scenario import graph_for_instances
+    from twsip.flow.model import graph_for_instances
 
     manager = InstanceManager(base_port=0, reactor=reactor, log_messages=False)
-    caller, callee = manager.create_instances(graph_for_instances(2))
+    caller, callee = manager.create_instances(graph_for_instances(2).configs)
     callee.ua.start_serving(auto_answer=True)
     target = manager.resolve_target(callee.config.dn)
     counter = RetransmissionCounter().install()

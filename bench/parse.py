@@ -61,7 +61,7 @@ FIELDS = ("z9hG4bK74bf9a1c3e7d5b", "9fxced76sl", None, "3848276298220188511@127.
 
 
 def twsip_fields(data: bytes) -> tuple:
-    from twsip.message import parse
+    from twsip.sip.message import parse
 
     message = parse(data)
     cseq = message.cseq
@@ -80,7 +80,7 @@ def sipmessage_fields(data: bytes) -> tuple:
 
 
 def twsip_work() -> Callable[[int], None]:
-    from twsip.message import parse
+    from twsip.sip.message import parse
 
     data = INVITE
 

@@ -28,7 +28,7 @@ async def instances(count: int, base_port: int) -> dict:
     from twisted.internet import reactor
 
     from twsip.manager import InstanceManager
-    from twsip.scenario import graph_for_instances
+    from twsip.flow.model import graph_for_instances
 
     graph = graph_for_instances(count)
     manager = InstanceManager(base_port=base_port, max_retries=50, reactor=reactor)
@@ -36,7 +36,7 @@ async def instances(count: int, base_port: int) -> dict:
     ports_before = _open_udp_ports()
     rss_before = rss_kib()
     start = time.perf_counter()
-    created = manager.create_instances(graph)
+    created = manager.create_instances(graph.configs)
     create_time = time.perf_counter() - start
     gc.collect()
     rss_after = rss_kib()
@@ -57,12 +57,12 @@ async def calls(count: int, pairs: int, window: int) -> dict:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 
-    from twsip.dialog import CallFailed
+    from twsip.sip.dialog import CallFailed
     from twsip.manager import InstanceManager
-    from twsip.scenario import graph_for_instances
+    from twsip.flow.model import graph_for_instances
 
     manager = InstanceManager(base_port=0, reactor=reactor)
-    created = manager.create_instances(graph_for_instances(2 * pairs))
+    created = manager.create_instances(graph_for_instances(2 * pairs).configs)
     callers, callees = created[:pairs], created[pairs:]
     for managed in callees:
         managed.ua.start_serving(auto_answer=True)

@@ -125,7 +125,7 @@ def _to_tag(data: bytes) -> str:
 
 class Driver:
     def __init__(self) -> None:
-        from twsip.instance import SipInstance
+        from twsip.sip.instance import SipInstance
 
         self.clock = HeapClock()
         self.transport = FakeTransport(5060)

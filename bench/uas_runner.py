@@ -73,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     from twisted.internet import reactor
 
     from twsip.manager import InstanceManager
-    from twsip.scenario import graph_for_instances
+    from twsip.flow.model import graph_for_instances
 
     manager = InstanceManager(base_port=args.port, host="127.0.0.1", reactor=reactor,
                               log_messages=False)
-    created = manager.create_instances(graph_for_instances(args.instances))
+    created = manager.create_instances(graph_for_instances(args.instances).configs)
     manager.start_serving(auto_answer=True)
     gc.collect()  # as twistd sipinstances does (twsip.service.freeze_startup_objects);
     gc.freeze()  # inline, so that --twsip runs of older versions get the same GC policy

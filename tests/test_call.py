@@ -7,11 +7,11 @@ import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
 
-from twsip import sdp
-from twsip.dialog import CallFailed
+from twsip.sip import sdp
+from twsip.sip.dialog import CallFailed
 from twsip.manager import InstanceManager
-from twsip.message import Request, Response, parse
-from twsip.scenario import graph_for_instances
+from twsip.sip.message import Request, Response, parse
+from twsip.flow.model import graph_for_instances
 
 
 class Ladder:
@@ -32,7 +32,7 @@ class Ladder:
 @pytest.fixture
 def manager():
     m = InstanceManager(base_port=0)
-    m.create_instances(graph_for_instances(2))
+    m.create_instances(graph_for_instances(2).configs)
     m.start_serving()
     yield m
     pytest_twisted.blockon(m.cleanup())
@@ -125,7 +125,7 @@ async def test_reject_486(manager: InstanceManager) -> None:
 async def test_full_queue_answers_486() -> None:
     manager = InstanceManager(base_port=0, queue_size=1)
     try:
-        a, b = manager.create_instances(graph_for_instances(2))
+        a, b = manager.create_instances(graph_for_instances(2).configs)
         manager.start_serving()
         first = a.ua.invite(manager.resolve_target("200"), timeout=5)
         second = a.ua.invite(manager.resolve_target("200"), timeout=5)
@@ -201,7 +201,7 @@ async def test_bye_to_no_dialog_gets_481_sent_to_the_source(manager: InstanceMan
 async def test_invite_before_serving_is_answered_480() -> None:
     manager = InstanceManager(base_port=0)
     try:
-        a, b = manager.create_instances(graph_for_instances(2))
+        a, b = manager.create_instances(graph_for_instances(2).configs)
         with pytest.raises(CallFailed) as info:
             await a.ua.invite(manager.resolve_target("200"), timeout=5)
         assert info.value.status == 480

@@ -16,8 +16,8 @@ from twisted.internet import reactor, task
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import globalLogPublisher
 
-from twsip.demo import demo_graph
-from twsip.engine import (
+from twsip.flow.demo import demo_graph
+from twsip.flow.engine import (
     CANCELLED,
     COMPLETED,
     FAILED,
@@ -29,21 +29,21 @@ from twsip.engine import (
     check_runnable,
     run_once_serving,
 )
-from twsip.events import (
+from twsip.flow.events import (
     ActionLog,
     NodeStateChanged,
     ScenarioFinished,
     ScenarioStarted,
     SipMessage,
 )
-from twsip.ladder import ladder_arrows
+from twsip.report.ladder import ladder_arrows
 from twsip.manager import InstanceCreationError, InstanceManager
-from twsip.report import result_to_dict
-from twsip.scenario import ScenarioError, graph_for_instances, load_scenario, parse_scenario
+from twsip.report.jsonreport import result_to_dict
+from twsip.flow.model import ScenarioError, graph_for_instances, load_scenario, parse_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-BASIC_CALL = ROOT.parent / "shared" / "testdata" / "flows" / "basic-call.json"
+BASIC_CALL = ROOT / "tests" / "data" / "flows" / "basic-call.json"
 
 CALL = [("100", "200", "INVITE"), ("200", "100", "100 Trying"),
         ("200", "100", "180 Ringing")]
@@ -167,8 +167,6 @@ async def test_example_details() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_shared_basic_call_flow() -> None:
-    if not BASIC_CALL.exists():
-        pytest.skip(f"the shared test flow is not there: {BASIC_CALL}")
     result = await run(load_scenario(BASIC_CALL))
     assert result.outcome == COMPLETED, result.reason
     assert wire(result) == CALL + ANSWER + [("200", "100", "BYE"), ("100", "200", "200 OK")]
@@ -383,7 +381,7 @@ async def test_event_stream_and_twisted_logger() -> None:
 @pytest_twisted.ensureDeferred
 async def test_run_on_serving_instances_keeps_them_and_restores_auto_answer() -> None:
     manager = InstanceManager(base_port=0)
-    manager.create_instances(graph_for_instances(2))
+    manager.create_instances(graph_for_instances(2).configs)
     manager.start_serving(auto_answer=True)
     try:
         result = await run_once_serving(manager, demo_graph(talk_ms=100))
@@ -402,7 +400,7 @@ async def test_run_on_serving_instances_keeps_them_and_restores_auto_answer() ->
 @pytest_twisted.ensureDeferred
 async def test_run_on_serving_needs_the_flow_dns() -> None:
     manager = InstanceManager(base_port=0)
-    manager.create_instances(graph_for_instances(1))
+    manager.create_instances(graph_for_instances(1).configs)
     manager.start_serving(auto_answer=True)
     logged: list[dict] = []
     globalLogPublisher.addObserver(logged.append)

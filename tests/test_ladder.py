@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest_twisted
 
-from twsip.engine import Engine, NodeRecord, ScenarioResult
-from twsip.events import InstanceInfo, SipMessage
-from twsip.ladder import html_ladder, ladder_arrows, text_ladder
+from twsip.flow.engine import Engine, NodeRecord, ScenarioResult
+from twsip.flow.events import InstanceInfo, SipMessage
+from twsip.report.ladder import html_ladder, ladder_arrows, text_ladder
 from twsip.manager import InstanceManager
-from twsip.report import result_to_dict, summary_text
-from twsip.scenario import load_scenario
+from twsip.report.jsonreport import result_to_dict, summary_text
+from twsip.flow.model import load_scenario
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 A = ("127.0.0.1", 5060)

@@ -17,9 +17,9 @@ import pytest
 import pytest_twisted
 from twisted.python.failure import Failure
 
-from twsip.dialog import CallFailed, ServerSession
-from twsip.instance import SipInstance
-from twsip.message import MAX_HEADER_LINES, Request, Response, SipParseError, parse
+from twsip.sip.dialog import CallFailed, ServerSession
+from twsip.sip.instance import SipInstance
+from twsip.sip.message import MAX_HEADER_LINES, Request, Response, SipParseError, parse
 from twsip.testing import Endpoint, FakeNetwork, LoggedFailures
 
 
@@ -471,7 +471,7 @@ async def test_a_12_kb_request_arrives_whole_over_real_udp() -> None:
     from twisted.internet.protocol import DatagramProtocol
 
     from twsip.manager import InstanceManager
-    from twsip.scenario import SipInstanceConfig
+    from twsip.config import SipInstanceConfig
 
     class Catcher(DatagramProtocol):
         def __init__(self) -> None:

@@ -16,8 +16,8 @@ from typing import Iterator
 import pytest
 from twisted.internet.defer import Deferred
 
-from twsip.dialog import ClientSession, ServerSession
-from twsip.message import parse
+from twsip.sip.dialog import ClientSession, ServerSession
+from twsip.sip.message import parse
 from twsip.testing import FakeNetwork, Impairment, LoggedFailures, NetworkTimeout
 
 

@@ -14,7 +14,8 @@ from twsip.manager import (
     PortAllocationError,
     UnknownInstance,
 )
-from twsip.scenario import SipInstanceConfig, graph_for_instances
+from twsip.config import SipInstanceConfig
+from twsip.flow.model import graph_for_instances
 
 
 def free_base(span: int = 8) -> int:
@@ -67,7 +68,7 @@ async def next_turn() -> None:
 async def test_ports_are_sequential_in_steps_of_two() -> None:
     base = free_base()
     manager = InstanceManager(base_port=base)
-    created = manager.create_instances(graph_for_instances(3))
+    created = manager.create_instances(graph_for_instances(3).configs)
     assert [m.port for m in created] == [base, base + 2, base + 4]
     assert manager.next_port == base + 6
     assert [m.config.dn for m in created] == ["100", "200", "300"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twsip.message import Request, Response, SipParseError, parse, parse_name_addr
+from twsip.sip.message import Request, Response, SipParseError, parse, parse_name_addr
 
 INVITE = (
     b"INVITE sip:200@127.0.0.1:5062 SIP/2.0\r\n"

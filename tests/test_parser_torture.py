@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from twsip.message import (
+from twsip.sip.message import (
     MAX_COPIED_BYTES,
     MAX_HEADER_LINES,
     MAX_PARAMS,

@@ -20,7 +20,7 @@ from twisted.plugin import IPlugin, getPlugins
 from twisted.python import usage
 
 from twsip.manager import InstanceManager
-from twsip.scenario import SipInstanceConfig
+from twsip.config import SipInstanceConfig
 from twsip.service import DEFAULT_INSTANCES, Options, SipInstancesService, makeService
 
 ROOT = Path(__file__).resolve().parents[1]

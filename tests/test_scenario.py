@@ -1,4 +1,4 @@
-"""Tests for twsip.scenario: flow JSON -> ExecutionGraph, and every error it owes a user."""
+"""Tests for twsip.flow.model: flow JSON -> ExecutionGraph, and every error it owes a user."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twsip.scenario import (
+from twsip.flow.model import (
     KNOWN_CODECS,
     KNOWN_COMMANDS,
     KNOWN_EVENTS,
@@ -24,7 +24,7 @@ from twsip.scenario import (
     parse_scenario,
 )
 
-BASIC_CALL = Path(__file__).resolve().parents[2] / "shared/testdata/flows/basic-call.json"
+BASIC_CALL = Path(__file__).resolve().parent / "data" / "flows" / "basic-call.json"
 A, B = "inst-a", "inst-b"
 
 
@@ -77,8 +77,6 @@ def error_of(text: str | bytes, node: str | None, field: str | None) -> Scenario
 
 @pytest.fixture
 def basic_call() -> ExecutionGraph:
-    if not BASIC_CALL.is_file():
-        pytest.skip(f"example flow {BASIC_CALL} is absent (shared testdata not checked out)")
     return load_scenario(BASIC_CALL)
 
 

@@ -18,7 +18,7 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.logger import LogLevel, globalLogPublisher
 
 from twsip import InstanceCreationError, InstanceManager, SipInstanceConfig
-from twsip.scenario import graph_for_instances
+from twsip.flow.model import graph_for_instances
 from twsip.service import Options, SipInstancesService, _stop_reactor, makeService
 
 

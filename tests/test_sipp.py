@@ -16,11 +16,11 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, gatherResults
 
-from twsip.dialog import CallFailed, ServerSession
-from twsip.instance import MessageEvent, SipInstance
+from twsip.sip.dialog import CallFailed, ServerSession
+from twsip.sip.instance import MessageEvent, SipInstance
 from twsip.manager import InstanceManager
-from twsip.message import Request, Response
-from twsip.scenario import graph_for_instances
+from twsip.sip.message import Request, Response
+from twsip.flow.model import graph_for_instances
 
 from sipp_helper import SCENARIOS, SippResult, kill_leftovers, requires_sipp, run_sipp, \
     start_sipp_server
@@ -31,7 +31,7 @@ pytestmark = requires_sipp
 @pytest_twisted.async_yield_fixture
 async def manager():
     m = InstanceManager(base_port=0)
-    m.create_instances(graph_for_instances(1))
+    m.create_instances(graph_for_instances(1).configs)
     yield m
     await kill_leftovers()
     await m.cleanup()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from twsip.message import Request, Response, parse
-from twsip.transaction import (
+from twsip.sip.message import Request, Response, parse
+from twsip.sip.transaction import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
     ServerInviteTransaction,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from twsip import sdp
-from twsip.dialog import CallFailed
-from twsip.message import Request, Response, parse
+from twsip.sip import sdp
+from twsip.sip.dialog import CallFailed
+from twsip.sip.message import Request, Response, parse
 from twsip.testing import FakeNetwork
 
 

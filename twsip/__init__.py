@@ -14,53 +14,53 @@ __version__ = "0.1.0"
 
 # public name -> the submodule that defines it
 _EXPORTS: dict[str, str] = {
-    "SipInstance": "instance",
-    "ClientSession": "dialog",
-    "ServerSession": "dialog",
-    "CallFailed": "dialog",
+    "SipInstance": "sip.instance",
+    "ClientSession": "sip.dialog",
+    "ServerSession": "sip.dialog",
+    "CallFailed": "sip.dialog",
     "InstanceManager": "manager",
     "ManagedInstance": "manager",
     "PortAllocationError": "manager",
     "InstanceCreationError": "manager",
-    "SipParseError": "message",
-    "parse": "message",
-    "Request": "message",
-    "Response": "message",
-    "TimerSettings": "transaction",
-    "SipInstanceConfig": "scenario",
-    "InstanceChain": "scenario",
-    "ExecutionGraph": "scenario",
-    "ScenarioError": "scenario",
-    "parse_scenario": "scenario",
-    "load_scenario": "scenario",
-    "Engine": "engine",
-    "ScenarioResult": "engine",
-    "EventStream": "events",
+    "SipParseError": "sip.message",
+    "parse": "sip.message",
+    "Request": "sip.message",
+    "Response": "sip.message",
+    "TimerSettings": "sip.transaction",
+    "SipInstanceConfig": "config",
+    "InstanceChain": "flow.model",
+    "ExecutionGraph": "flow.model",
+    "ScenarioError": "flow.model",
+    "parse_scenario": "flow.model",
+    "load_scenario": "flow.model",
+    "Engine": "flow.engine",
+    "ScenarioResult": "flow.engine",
+    "EventStream": "flow.events",
 }
 
 __all__ = list(_EXPORTS)
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ does it
-    from .dialog import CallFailed, ClientSession, ServerSession
-    from .instance import SipInstance
+    from .config import SipInstanceConfig
+    from .sip.dialog import CallFailed, ClientSession, ServerSession
+    from .sip.instance import SipInstance
     from .manager import (
         InstanceCreationError,
         InstanceManager,
         ManagedInstance,
         PortAllocationError,
     )
-    from .message import Request, Response, SipParseError, parse
-    from .scenario import (
+    from .sip.message import Request, Response, SipParseError, parse
+    from .flow.model import (
         ExecutionGraph,
         InstanceChain,
         ScenarioError,
-        SipInstanceConfig,
         load_scenario,
         parse_scenario,
     )
-    from .transaction import TimerSettings
-    from .engine import Engine, ScenarioResult
-    from .events import EventStream
+    from .sip.transaction import TimerSettings
+    from .flow.engine import Engine, ScenarioResult
+    from .flow.events import EventStream
 
 
 def __getattr__(name: str) -> Any:

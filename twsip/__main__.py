@@ -74,8 +74,8 @@ def _port(value: str) -> int:
 
 def _prepare(argv: Sequence[str] | None, stderr: TextIO) -> Any:
     """Parse the command line and the flow: (args, graph, name) or an exit status."""
-    from .engine import check_runnable
-    from .scenario import ScenarioError, load_scenario, parse_scenario
+    from twsip.flow.engine import check_runnable
+    from twsip.flow.model import ScenarioError, load_scenario, parse_scenario
 
     try:
         args = _parser().parse_args(argv)
@@ -83,7 +83,7 @@ def _prepare(argv: Sequence[str] | None, stderr: TextIO) -> Any:
         return exc.code if isinstance(exc.code, int) else EXIT_INVALID
     try:
         if args.command == "demo":
-            from .demo import DEMO_FLOW
+            from twsip.flow.demo import DEMO_FLOW
             name = "built-in demo"
             graph = parse_scenario(DEMO_FLOW)
         else:
@@ -102,12 +102,12 @@ def _prepare(argv: Sequence[str] | None, stderr: TextIO) -> Any:
 
 async def _execute(args: Any, graph: Any, name: str, reactor: Any, stdout: TextIO,
                    stderr: TextIO, engines: list | None = None) -> int:
-    from .engine import Engine
-    from .events import SipMessage, format_event
-    from .ladder import text_ladder, write_html_ladder
-    from .manager import InstanceManager
-    from .report import summary_text, write_report
-    from .scenario import ScenarioError
+    from twsip.flow.engine import Engine
+    from twsip.flow.events import SipMessage, format_event
+    from twsip.report.ladder import text_ladder, write_html_ladder
+    from twsip.manager import InstanceManager
+    from twsip.report.jsonreport import summary_text, write_report
+    from twsip.flow.model import ScenarioError
 
     manager = InstanceManager(base_port=args.base_port, max_retries=args.max_retries,
                               reactor=reactor)

@@ -15,10 +15,10 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
-from .instance import SipInstance
-from .scenario import ExecutionGraph, SipInstanceConfig
-from .transaction import TimerSettings
-from .uri import is_loopback
+from twsip.sip.instance import SipInstance
+from twsip.config import SipInstanceConfig
+from twsip.sip.transaction import TimerSettings
+from twsip.sip.uri import is_loopback
 
 __all__ = ["InstanceManager", "ManagedInstance", "PortAllocationError", "UnknownInstance",
            "InstanceCreationError", "LOCAL_HOST"]
@@ -139,11 +139,9 @@ class InstanceManager:
                  dn=config.dn, host=self.host, port=managed.port)
         return managed
 
-    def create_instances(self, graph: ExecutionGraph | Iterable[SipInstanceConfig]
-                         ) -> list[ManagedInstance]:
+    def create_instances(self, configs: Iterable[SipInstanceConfig]) -> list[ManagedInstance]:
         """One instance per config, in order; on any failure none of them stays."""
-        configs = [c.config for c in graph.instances] if isinstance(graph, ExecutionGraph) \
-            else list(graph)
+        configs = list(configs)
         seen: set[str] = set()
         for config in configs:
             if config.dn in seen:

@@ -22,12 +22,12 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 
-from .demo import demo_graph
-from .engine import Engine, check_runnable, run_once_serving
-from .events import EventStream
-from .manager import LOCAL_HOST, InstanceManager
-from .scenario import ExecutionGraph, ScenarioError, graph_for_instances, load_scenario
-from .transaction import TimerSettings
+from twsip.flow.demo import demo_graph
+from twsip.flow.engine import Engine, check_runnable, run_once_serving
+from twsip.flow.events import EventStream
+from twsip.manager import LOCAL_HOST, InstanceManager
+from twsip.flow.model import ExecutionGraph, ScenarioError, graph_for_instances, load_scenario
+from twsip.sip.transaction import TimerSettings
 
 __all__ = ["Options", "SipInstancesService", "makeService", "DEFAULT_INSTANCES"]
 
@@ -186,7 +186,7 @@ class SipInstancesService(service.Service):
                 self.base_port, self.max_retries, self.host, reactor=self._reactor,
                 timers=self.timers, log_messages=self.log_messages,
                 trace_messages=self.trace_messages)
-            created = self.manager.create_instances(self.graph)
+            created = self.manager.create_instances(self.graph.configs)
         except Exception as exc:  # InstanceCreationError, PortAllocationError, ValueError
             self._start_failed(exc)
             return

@@ -37,9 +37,9 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from .instance import SipInstance
-from .transaction import TimerSettings
-from .uri import is_loopback
+from twsip.sip.instance import SipInstance
+from twsip.sip.transaction import TimerSettings
+from twsip.sip.uri import is_loopback
 
 __all__ = [
     "FakeNetwork",

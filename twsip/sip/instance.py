@@ -19,23 +19,23 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from .dialog import (
+from twsip.sip.dialog import (
     ALLOWED_METHODS,
     CallFailed,
     ClientSession,
     ServerSession,
     Session,
 )
-from .message import Message, Request, Response, SipParseError, parse
-from .transaction import (
+from twsip.sip.message import Message, Request, Response, SipParseError, parse
+from twsip.sip.transaction import (
     ClientNonInviteTransaction,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     TimerSettings,
     TransactionLayer,
 )
-from .uri import SUPPORTED_SCHEMES, is_loopback, loopback_address, uri_scheme
-from . import sdp
+from twsip.sip.uri import SUPPORTED_SCHEMES, is_loopback, loopback_address, uri_scheme
+from twsip.sip import sdp
 
 __all__ = ["SipInstance", "MessageEvent", "KNOWN_METHODS"]
 

@@ -15,19 +15,19 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from . import sdp
-from .message import NameAddr, Request, Response, parse
-from .transaction import (
+from twsip.sip import sdp
+from twsip.sip.message import NameAddr, Request, Response, parse
+from twsip.sip.transaction import (
     ClientInviteTransaction,
     ClientNonInviteTransaction,
     ServerInviteTransaction,
     TransactionLayer,
     build_cancel,
 )
-from .uri import loopback_address
+from twsip.sip.uri import loopback_address
 
 if TYPE_CHECKING:
-    from .message import Message
+    from twsip.sip.message import Message
 
 __all__ = ["CallFailed", "Session", "ClientSession", "ServerSession", "UserAgent"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from .scenario import ExecutionGraph, parse_scenario
+from twsip.flow.model import ExecutionGraph, parse_scenario
 
 __all__ = ["DEMO_FLOW", "demo_flow", "demo_graph"]
 

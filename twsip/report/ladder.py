@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING
 
-from .events import SipMessage
+from twsip.flow.events import SipMessage
 
 if TYPE_CHECKING:
-    from .engine import ScenarioResult
+    from twsip.flow.engine import ScenarioResult
 
 __all__ = ["Arrow", "Lane", "html_ladder", "ladder_arrows", "text_ladder", "write_html_ladder"]
 

@@ -12,11 +12,11 @@ import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from .events import event_to_dict, format_event
-from .ladder import ladder_arrows
+from twsip.flow.events import event_to_dict, format_event
+from twsip.report.ladder import ladder_arrows
 
 if TYPE_CHECKING:
-    from .engine import ScenarioResult
+    from twsip.flow.engine import ScenarioResult
 
 __all__ = ["REPORT_VERSION", "result_to_dict", "summary_text", "write_report"]
 

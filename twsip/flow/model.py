@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NoReturn
 
+from twsip.config import KNOWN_CODECS, SipInstanceConfig
+
 __all__ = [
-    "KNOWN_CODECS",
     "KNOWN_COMMANDS",
     "KNOWN_EVENTS",
     "UNSUPPORTED",
@@ -28,7 +29,6 @@ __all__ = [
     "InstanceChain",
     "ScenarioError",
     "ScenarioNode",
-    "SipInstanceConfig",
     "graph_for_instances",
     "load_scenario",
     "parse_scenario",
@@ -48,7 +48,6 @@ UNSUPPORTED = (
     "PlayAudio", "SendDTMF", "Hold", "Retrieve", "BlindTransfer", "MuteTransfer",
     "DTMFReceived", "HELD", "RETRIEVED", "TRANSFERRED",
 )
-KNOWN_CODECS = ("PCMU", "PCMA")
 
 DEFAULT_CALL_ID = "call-1"
 DEFAULT_TIMEOUT_MS = 10000
@@ -96,21 +95,6 @@ class ScenarioError(ValueError):
                              self.line, self.column))
 
 
-@dataclass(frozen=True)
-class SipInstanceConfig:
-    id: str
-    label: str
-    dn: str
-    mode: str = "DN"
-    register: bool = True
-    color: str | None = None
-    codecs: tuple[str, ...] = KNOWN_CODECS
-    pbx_host: str | None = None
-    pbx_port: int | None = None
-    pbx_transport: str | None = None
-    register_interval_seconds: int | None = None
-
-
 def _empty() -> Mapping[str, Any]:
     return MappingProxyType({})
 
@@ -147,6 +131,11 @@ class ExecutionGraph:
     def unsupported_nodes(self) -> list[ScenarioNode]:
         """Nodes the engine cannot run yet, in file order, so it can refuse the flow by name."""
         return [node for node in self.nodes.values() if node.name in UNSUPPORTED]
+
+    @property
+    def configs(self) -> list[SipInstanceConfig]:
+        """The instances to create for this flow, in file order (for the manager)."""
+        return [chain.config for chain in self.instances]
 
     def instance_by_dn(self, dn: str) -> SipInstanceConfig | None:
         for chain in self.instances:

@@ -69,8 +69,8 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from .dialog import CallFailed, ClientSession, ServerSession, Session
-from .events import (
+from twsip.sip.dialog import CallFailed, ClientSession, ServerSession, Session
+from twsip.flow.events import (
     ActionLog,
     Event,
     EventStream,
@@ -80,11 +80,11 @@ from .events import (
     ScenarioStarted,
     SipMessage,
 )
-from .instance import MessageEvent, SipInstance
-from .manager import InstanceManager, ManagedInstance, UnknownInstance
-from .message import Request, Response
-from .scenario import ExecutionGraph, ScenarioError, ScenarioNode
-from .uri import loopback_address, parse_uri
+from twsip.sip.instance import MessageEvent, SipInstance
+from twsip.manager import InstanceManager, ManagedInstance, UnknownInstance
+from twsip.sip.message import Request, Response
+from twsip.flow.model import ExecutionGraph, ScenarioError, ScenarioNode
+from twsip.sip.uri import loopback_address, parse_uri
 
 __all__ = [
     "CANCELLED",
@@ -288,7 +288,7 @@ class Engine:
     def _instances_for(self, graph: ExecutionGraph, owned: bool) -> dict[str, ManagedInstance]:
         manager = self.instance_manager
         if owned:
-            created = manager.create_instances(graph)
+            created = manager.create_instances(graph.configs)
             manager.start_serving(auto_answer=False)
             return {m.config.id: m for m in created}
         result: dict[str, ManagedInstance] = {}
@@ -830,8 +830,8 @@ def _user(uri: str) -> str:
 
 def log_result(result: ScenarioResult, logger: Logger | None = None) -> None:
     """Log a finished run's ladder and summary through twisted.logger (one event each)."""
-    from .ladder import text_ladder
-    from .report import summary_text
+    from twsip.report.ladder import text_ladder
+    from twsip.report.jsonreport import summary_text
 
     logger = logger or log
     logger.info("scenario ladder:\n{ladder}", ladder=text_ladder(result))

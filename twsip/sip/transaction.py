@@ -22,7 +22,7 @@ from typing import Callable, Hashable
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from .message import Message, Request, Response, SipParseError, parse
+from twsip.sip.message import Message, Request, Response, SipParseError, parse
 
 __all__ = [
     "TimerSettings",
