@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 
 from twsip.sip.instance import SipInstance
 from twsip.sip.transaction import TimerSettings
-from twsip.sip.uri import is_loopback
+from twsip.sip.uri import Address, is_loopback
 
 __all__ = [
     "FakeNetwork",
@@ -51,7 +51,6 @@ __all__ = [
     "LoggedFailures",
 ]
 
-Address = tuple[str, int]
 T = TypeVar("T")
 
 

@@ -34,7 +34,7 @@ from twsip.sip.transaction import (
     TimerSettings,
     TransactionLayer,
 )
-from twsip.sip.uri import SUPPORTED_SCHEMES, is_loopback, loopback_address, uri_scheme
+from twsip.sip.uri import SUPPORTED_SCHEMES, Address, is_loopback, loopback_address, uri_scheme
 from twsip.sip import sdp
 
 __all__ = ["SipInstance", "MessageEvent", "KNOWN_METHODS"]
@@ -49,7 +49,6 @@ RECEIVE_BUFFER = 4 * 1024 * 1024
 # is_loopback() per destination host seen, since every datagram sent asks.
 _loopback_hosts: dict[str, bool] = {}
 
-Address = tuple[str, int]
 
 # Methods this UA knows but does not serve: 405 with Allow (§8.2.1). Others get 501.
 KNOWN_METHODS = frozenset({

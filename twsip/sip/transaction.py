@@ -23,6 +23,7 @@ from typing import Callable, Hashable
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from twsip.sip.message import Message, Request, Response, SipParseError, parse
+from twsip.sip.uri import Address
 
 __all__ = [
     "TimerSettings",
@@ -37,7 +38,6 @@ __all__ = [
 
 MAGIC_COOKIE = "z9hG4bK"
 
-Address = tuple[str, int]
 SendFunction = Callable[[bytes, Address, Message], None]
 
 CALLING = "calling"

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["SipUri", "parse_uri", "uri_scheme", "is_loopback", "loopback_address"]
+__all__ = ["Address", "SipUri", "parse_uri", "uri_scheme", "is_loopback", "loopback_address"]
 
 SUPPORTED_SCHEMES = frozenset({"sip", "sips"})
+
+# Where a datagram goes or came from: (IPv4 literal, port). The one address type of twsip.
+Address = tuple[str, int]
 
 
 @dataclass
@@ -73,7 +76,7 @@ def is_loopback(host: str) -> bool:
     return all(p.isdigit() and int(p) < 256 for p in parts)
 
 
-def loopback_address(uri: str) -> tuple[str, int] | None:
+def loopback_address(uri: str) -> Address | None:
     """Where a request for `uri` goes in local mode, or None when that is not loopback.
 
     `maddr` wins over the host part, as RFC 3261 §8.1.2 says; the default port is 5060.
