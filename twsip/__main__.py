@@ -2,11 +2,15 @@
 
     python -m twsip run FLOW.json [--report out.json] [--ladder out.html] [--base-port N]
     python -m twsip demo [...same options]
+    python -m twsip check FLOW.json [FLOW.json ...] [--base-port N]
 
 Prints one line per event while the flow runs, then a text ladder of the real messages and
 a summary. Exit status: 0 the flow completed, 1 it failed (or was stopped, or the instances
 could not be started), 2 the file is invalid or uses nodes the engine cannot run (the
-message is on stderr).
+message is on stderr). What a flow runs differently than written (the builder's
+``register: true`` with no PBX, codecs twsip lacks, ...) is one warning line each on stderr
+before it starts. ``check`` validates flows without binding a port or sending anything,
+prints what each would run and its warnings, and exits 0 (all runnable) or 2.
 
 `main(argv)` runs the reactor and returns the exit status; `run_cli(argv, reactor=...)` is
 the same as a Deferred, for code (and tests) that already run a reactor.
@@ -59,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
                                description="100 calls 200, 200 answers, one second of "
                                            "talk, 100 hangs up.")
     options(demo)
+    check = commands.add_parser(
+        "check", help="validate flow files without running them",
+        description="Validate flow files without binding a port or sending anything: "
+                    "print what each would run (instances and their ports, chains, node "
+                    "count) and every warning. Exit 0 when all are runnable, 2 otherwise.")
+    check.add_argument("flows", nargs="+", metavar="FLOW.json", help="flow files")
+    check.add_argument("--base-port", type=_port, default=5060, metavar="N",
+                       help="the base port the run would use (default 5060)")
     return parser
 
 
@@ -72,8 +84,37 @@ def _port(value: str) -> int:
     return port
 
 
-def _prepare(argv: Sequence[str] | None, stderr: TextIO) -> Any:
+def _check(args: Any, stdout: TextIO, stderr: TextIO) -> int:
+    """``check``: every flow judged as ``run`` would judge it; the worst status wins."""
+    from twsip.flow.check import plan_flow
+    from twsip.flow.engine import check_runnable
+    from twsip.flow.model import ScenarioError, load_scenario
+
+    status = EXIT_OK
+    for path in args.flows:
+        try:
+            graph = load_scenario(path)
+            check_runnable(graph)
+        except ScenarioError as exc:
+            print(f"{path}: INVALID: {exc}", file=stdout)
+            status = EXIT_INVALID
+            continue
+        if not graph.instances:
+            print(f"{path}: INVALID: the flow has no sipInstance node, so nothing can run",
+                  file=stdout)
+            status = EXIT_INVALID
+            continue
+        plan = plan_flow(graph, args.base_port)
+        warned = f", {len(plan.warnings)} warning(s)" if plan.warnings else ""
+        print(f"{path}: runnable{warned}", file=stdout)
+        for line in plan.lines():
+            print(line, file=stdout)
+    return status
+
+
+def _prepare(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> Any:
     """Parse the command line and the flow: (args, graph, name) or an exit status."""
+    from twsip.flow.check import plan_flow
     from twsip.flow.engine import check_runnable
     from twsip.flow.model import ScenarioError, load_scenario, parse_scenario
 
@@ -81,6 +122,8 @@ def _prepare(argv: Sequence[str] | None, stderr: TextIO) -> Any:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse has printed the usage error already
         return exc.code if isinstance(exc.code, int) else EXIT_INVALID
+    if args.command == "check":
+        return _check(args, stdout, stderr)
     try:
         if args.command == "demo":
             from twsip.flow.demo import DEMO_FLOW
@@ -97,6 +140,8 @@ def _prepare(argv: Sequence[str] | None, stderr: TextIO) -> Any:
         print(f"twsip: {name}: the flow has no sipInstance node, so nothing can run",
               file=stderr)
         return EXIT_INVALID
+    for warning in plan_flow(graph, args.base_port).warnings:
+        print(f"twsip: {name}: warning: {warning}", file=stderr)
     return args, graph, name
 
 
@@ -151,7 +196,7 @@ def run_cli(argv: Sequence[str] | None = None, *, reactor: Any = None,
     """The CLI on a reactor that is already running; fires with the exit status."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
-    prepared = _prepare(argv, stderr)
+    prepared = _prepare(argv, stdout, stderr)
     if isinstance(prepared, int):
         d: Deferred[int] = Deferred()
         d.callback(prepared)
@@ -166,7 +211,7 @@ def run_cli(argv: Sequence[str] | None = None, *, reactor: Any = None,
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI to the end (this runs the reactor) and return the exit status."""
     stdout, stderr = sys.stdout, sys.stderr
-    prepared = _prepare(argv, stderr)
+    prepared = _prepare(argv, stdout, stderr)
     if isinstance(prepared, int):
         return prepared
     args, graph, name = prepared

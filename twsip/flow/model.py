@@ -26,6 +26,7 @@ __all__ = [
     "KNOWN_EVENTS",
     "UNSUPPORTED",
     "ExecutionGraph",
+    "FlowWarning",
     "InstanceChain",
     "ScenarioError",
     "ScenarioNode",
@@ -58,6 +59,9 @@ _NODE_TYPES = ("sipInstance", "command", "event")
 _COMMAND_STR_FIELDS = ("filePath", "digits", "targetUser", "targetHost",
                        "primaryCallId", "consultCallId")
 _EVENT_STR_FIELDS = ("expectedDigit",)
+# Fields that hold digits or a user part: a whole number written there is taken as its text.
+_NUMBER_LIKE = frozenset({"dn", "label", "targetUri", "number", "digits", "expectedDigit",
+                          "targetUser"})
 
 
 class ScenarioError(ValueError):
@@ -100,6 +104,29 @@ def _empty() -> Mapping[str, Any]:
 
 
 @dataclass(frozen=True)
+class FlowWarning:
+    """Something in a flow that twsip runs anyway, but not quite as written.
+
+    The builder saves flows that a strict reader would refuse (``register: true`` with no
+    PBX, codecs twsip does not have, nodes left unconnected on the canvas). They run, and
+    each such liberty is said once, pinned like a `ScenarioError` to the node and field.
+    """
+
+    reason: str
+    node: str | None = None
+    field: str | None = None
+    label: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.node is not None:
+            where.append(f"node {self.node!r}" + (f" ({self.label})" if self.label else ""))
+        if self.field is not None:
+            where.append(self.field)
+        return ": ".join([*where, self.reason])
+
+
+@dataclass(frozen=True)
 class ScenarioNode:
     id: str
     kind: str
@@ -127,6 +154,8 @@ class InstanceChain:
 class ExecutionGraph:
     instances: tuple[InstanceChain, ...]
     nodes: Mapping[str, ScenarioNode] = dataclasses.field(default_factory=_empty, hash=False)
+    # What the file asks for that runs differently than written, in file order.
+    warnings: tuple[FlowWarning, ...] = ()
 
     def unsupported_nodes(self) -> list[ScenarioNode]:
         """Nodes the engine cannot run yet, in file order, so it can refuse the flow by name."""
@@ -213,9 +242,14 @@ class _Parser:
     def __init__(self, doc: Any) -> None:
         self.doc = doc
         self.labels: dict[str, str | None] = {}
+        self.warnings: list[FlowWarning] = []
 
     def fail(self, node: str | None, field: str | None, reason: str) -> NoReturn:
         raise ScenarioError(reason, node, field, self.labels.get(node) if node else None)
+
+    def warn(self, node: str | None, field: str | None, reason: str) -> None:
+        self.warnings.append(
+            FlowWarning(reason, node, field, self.labels.get(node) if node else None))
 
     def graph(self) -> ExecutionGraph:
         raw = self.collect_nodes()
@@ -230,6 +264,8 @@ class _Parser:
         dns = [config.dn for config in instances.values()]
         nodes = {}
         for nid, kw in fields.items():
+            if nid not in owners:
+                continue  # on the canvas, but connected to no instance: warned about
             kw["instance_id"] = owners[nid]
             if kw["name"] == "INCOMING":
                 kw["number"] = kw["number"] or instances[owners[nid]].dn
@@ -241,7 +277,7 @@ class _Parser:
                                       failure=branches["failure"].get(nid, (None,))[0])
         chains = tuple(InstanceChain(config, tuple(starts[iid]))
                        for iid, config in instances.items())
-        return ExecutionGraph(chains, MappingProxyType(nodes))
+        return ExecutionGraph(chains, MappingProxyType(nodes), tuple(self.warnings))
 
     def collect_nodes(self) -> dict[str, tuple[str, dict[str, Any]]]:
         if not isinstance(self.doc, dict):
@@ -273,11 +309,10 @@ class _Parser:
         return raw
 
     def instance(self, nid: str, data: dict[str, Any]) -> SipInstanceConfig:
-        dn = data.get("dn")
-        if not isinstance(dn, str) or not dn.strip():
+        dn = self.opt_str(nid, data, "dn") if not isinstance(data.get("dn"), bool) else None
+        if dn is None:
             self.fail(nid, "data.dn", f"dn must be a non-empty string such as \"100\", "
-                                      f"not {_show(dn)}")
-        dn = dn.strip()
+                                      f"not {_show(data.get('dn'))}")
         register = data.get("register", True)
         if register is None:
             register = True
@@ -299,10 +334,13 @@ class _Parser:
             register_interval_seconds=self.opt_int(nid, data, "registerIntervalSeconds", 1),
         )
         if register and pbx_host is None:
+            # The builder sets register on every new instance and leaves the PBX optional:
+            # with nothing to register to, the instance is reached through the DN table.
             how = " (the default)" if data.get("register") is None else ""
-            self.fail(nid, "data.register",
-                      f"register is true{how} but there is no pbxHost, and local mode cannot "
-                      f"register; set \"register\": false on this node (or give a pbxHost)")
+            self.warn(nid, "data.register",
+                      f"register is true{how} but there is no pbxHost, so there is nothing to "
+                      f"register to: DN {dn} runs unregistered, reachable by its DN")
+            config = dataclasses.replace(config, register=False)
         return config
 
     def codecs(self, nid: str, data: dict[str, Any]) -> tuple[str, ...]:
@@ -312,15 +350,23 @@ class _Parser:
         if not isinstance(codecs, list) or not all(isinstance(c, str) for c in codecs):
             self.fail(nid, "data.codecs", f"codecs must be a list of strings such as "
                                           f"[\"PCMU\", \"PCMA\"], not {_show(codecs)}")
-        if not codecs:
-            self.fail(nid, "data.codecs", "codecs is empty; list at least one of PCMU, PCMA")
-        # Encoding names are case-insensitive in SDP (RFC 4566).
+        # Encoding names are case-insensitive in SDP (RFC 4566). telephone-event is always
+        # offered, so naming it changes nothing; an empty list means the default.
         names = [c.strip().upper() for c in codecs]
+        kept = []
         for name, given in zip(names, codecs):
-            if name not in KNOWN_CODECS:
-                self.fail(nid, "data.codecs",
-                          f"unknown codec {given!r}; known codecs: {', '.join(KNOWN_CODECS)}")
-        return tuple(dict.fromkeys(names))
+            if name in KNOWN_CODECS:
+                kept.append(name)
+            elif name != "TELEPHONE-EVENT":
+                self.warn(nid, "data.codecs", f"codec {given!r} is not supported (twsip has "
+                                              f"{', '.join(KNOWN_CODECS)}): left out")
+        if not codecs:
+            return KNOWN_CODECS
+        if not kept:
+            self.fail(nid, "data.codecs",
+                      f"none of the codecs {', '.join(map(repr, codecs))} is supported; list "
+                      f"at least one of {', '.join(KNOWN_CODECS)}")
+        return tuple(dict.fromkeys(kept))
 
     def check_unique_dns(self, instances: dict[str, SipInstanceConfig]) -> None:
         owner: dict[str, str] = {}
@@ -467,14 +513,16 @@ class _Parser:
             if owner is None:
                 candidates = list(inherited[nid])
                 if not candidates:
-                    self.fail(nid, "data.sipInstanceId",
-                              "no instance runs this node; set sipInstanceId or connect it "
-                              "below a sipInstance node")
+                    # Only other such nodes lead here: a sketch left on the canvas.
+                    self.warn(nid, "data.sipInstanceId",
+                              "connected below no sipInstance node and without "
+                              "sipInstanceId, so no instance runs it: left out")
+                    continue
                 if len(candidates) > 1:
+                    names = ", ".join(f"{c!r} ({self.labels.get(c) or c})" for c in candidates)
                     self.fail(nid, "data.sipInstanceId",
                               f"this node is reached from the chains of several instances "
-                              f"({', '.join(map(repr, candidates))}); set sipInstanceId to "
-                              f"choose one")
+                              f"({names}); set sipInstanceId to choose one")
                 owner = candidates[0]
             owners[nid] = owner
             for table in branches.values():
@@ -488,6 +536,9 @@ class _Parser:
         value = data.get(key)
         if value is None:
             return None
+        if key in _NUMBER_LIKE and isinstance(value, int) and not isinstance(value, bool) \
+                and value >= 0:
+            return str(value)  # "dn": 100, "digits": 123: numbers typed into a text box
         if not isinstance(value, str):
             self.fail(nid, f"data.{key}", f"{key} must be a string, not {_show(value)}")
         return value.strip() or None
