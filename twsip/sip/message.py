@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from twsip.sip.lexical import wire_number
+
 __all__ = [
     "SipParseError",
     "Via",
@@ -273,9 +275,10 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
         raise SipParseError(400, f"missing host in {text!r}")
     if not port_text:
         return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    port = wire_number(port_text)
+    if port is None or not 0 < port < 65536:
         raise SipParseError(400, f"bad port in {text!r}")
-    return host, int(port_text)
+    return host, port
 
 
 def parse_via(value: str) -> Via:
@@ -401,9 +404,9 @@ class CSeq:
 
 def _parse_cseq(value: str) -> CSeq:
     parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not _TOKEN.match(parts[1]):
+    number = wire_number(parts[0]) if len(parts) == 2 else None
+    if number is None or not _TOKEN.match(parts[1]):
         raise SipParseError(400, f"malformed CSeq {value!r}")
-    number = int(parts[0])
     if number >= 2**31:
         raise SipParseError(400, f"CSeq number {parts[0]} is larger than 2**31-1")
     return CSeq(number, parts[1])
@@ -522,10 +525,10 @@ class Message:
         value = self.get("max-forwards")
         if value is None:
             return None
-        value = value.strip()
-        if not value.isdigit() or int(value) > 255:
+        number = wire_number(value.strip())
+        if number is None or number > 255:
             raise SipParseError(400, f"Max-Forwards {value!r} is not a number from 0 to 255")
-        return int(value)
+        return number
 
     @property
     def contact(self) -> list[NameAddr]:
@@ -661,9 +664,10 @@ def _parse_start_line(line: str) -> Message:
             raise SipParseError(400, f"malformed status line {line[:80]!r}")
         if version.upper() != "SIP/2.0":
             raise SipParseError(505, f"unsupported SIP version {version!r}")
-        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        status = wire_number(code) if len(code) == 3 else None
+        if status is None or not 100 <= status <= 699:
             raise SipParseError(400, f"status code {code[:20]!r} is not from 100 to 699")
-        return Response(int(code), reason.strip(), {})
+        return Response(status, reason.strip(), {})
     parts = line.split()
     if len(parts) != 3:
         raise SipParseError(400, f"request line must be 'METHOD URI SIP/2.0', got {line[:80]!r}")
@@ -753,9 +757,10 @@ def parse(data: bytes) -> Request | Response:
         body = rest
     else:
         text = length_values[0]
-        if not text.isdigit():
+        number = wire_number(text)
+        if number is None:
             raise SipParseError(400, f"Content-Length {text[:20]!r} is not a number", message)
-        length = int(text)
+        length = number
         if length > len(rest):
             raise SipParseError(
                 400, f"Content-Length {length} but only {len(rest)} body bytes arrived", message)

@@ -6,6 +6,8 @@ listens, which is enough for SIP peers to negotiate and complete calls.
 
 from __future__ import annotations
 
+from twsip.sip.lexical import wire_number
+
 __all__ = ["CODECS", "build_offer", "build_answer", "offer", "answer", "audio_payloads",
            "SdpError"]
 
@@ -56,14 +58,23 @@ def audio_payloads(body: bytes) -> list[tuple[int, str]]:
                 break
             parts = line[2:].split()
             if len(parts) >= 4 and parts[0] == "audio":
-                formats = [int(p) for p in parts[3:] if p.isdigit()]
+                formats = [_payload_type(p, line) for p in parts[3:]]
         elif line.startswith("a=rtpmap:") and formats is not None:
             pt_text, _, encoding = line[9:].partition(" ")
-            if pt_text.isdigit():
-                rtpmap[int(pt_text)] = encoding.partition("/")[0].upper()
+            rtpmap[_payload_type(pt_text, line)] = encoding.partition("/")[0].upper()
     if formats is None:
         raise SdpError("the offer has no audio stream")
     return [(pt, rtpmap.get(pt) or _BY_PAYLOAD.get(pt, "")) for pt in formats]
+
+
+def _payload_type(text: str, line: str) -> int:
+    """An RTP/AVP payload type: ASCII digits from 0 to 127 (RFC 3551), else the offer is
+    refused (488) rather than half read."""
+    number = wire_number(text)
+    if number is None or number > 127:
+        raise SdpError(f"payload type {text[:12]!r} in {line[:60]!r} is not a number from 0 "
+                       f"to 127")
+    return number
 
 
 def build_answer(offer: bytes, codecs: tuple[str, ...] | list[str], host: str, port: int,

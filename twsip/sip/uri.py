@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from twsip.sip.lexical import is_loopback, wire_number
+
 __all__ = ["Address", "SipUri", "parse_uri", "uri_scheme", "is_loopback", "loopback_address"]
 
 SUPPORTED_SCHEMES = frozenset({"sip", "sips"})
@@ -62,18 +64,10 @@ def parse_uri(uri: str) -> SipUri:
         raise ValueError(f"no host in URI {uri!r}")
     port = None
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        port = wire_number(port_text)
+        if port is None or not 0 < port < 65536:
             raise ValueError(f"bad port in URI {uri!r}")
-        port = int(port_text)
     return SipUri(scheme, user, host.lower(), port, params, headers)
-
-
-def is_loopback(host: str) -> bool:
-    """True for an IPv4 literal in 127.0.0.0/8; never looks a name up."""
-    parts = host.split(".")
-    if len(parts) != 4 or parts[0] != "127":
-        return False
-    return all(p.isdigit() and int(p) < 256 for p in parts)
 
 
 def loopback_address(uri: str) -> Address | None:
