@@ -164,3 +164,20 @@ def test_an_invite_with_odd_payload_types_gets_488_and_leaves_no_transaction(
     net.advance(40)  # Timer I/H long past: nothing of this INVITE is left
     assert len(uas.transactions) == 0  # type: ignore[attr-defined]
     finish(net)
+
+
+# -- lenient where it should not be ------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["subject", "from", "call-id"])
+def test_nul_bytes_in_header_values_get_400(net: FakeNetwork, uas: object, phone: RawPhone,
+                                            where: str) -> None:
+    data = _options()
+    if where == "subject":
+        data = data.replace(b"Content-Length", b"Subject: a\x00b\r\nContent-Length")
+    elif where == "from":
+        data = data.replace(b"tag=1", b"tag=1\x00")
+    else:
+        data = data.replace(b"odd@", b"o\x00dd@")
+    assert answer_to(net, phone, data) == [400]
+    still_serving(net, phone)
+    finish(net)

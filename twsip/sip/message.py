@@ -747,6 +747,10 @@ def parse(data: bytes) -> Request | Response:
             values.extend(split_commas(value))
         else:
             values.append(value)
+    if start_error is None and "\x00" in head and head.count("\x00") != head.count("\\\x00"):
+        # A NUL is only valid escaped, as a quoted-pair (RFC 3261 §25.1; RFC 4475's intmeth
+        # has one); a bare one is where C-string peers and log readers would cut.
+        start_error = SipParseError(400, "NUL byte in a header value", message)
     if len(data) > MAX_COPIED_BYTES:
         _check_copied_size(headers)
     if start_error is not None:
