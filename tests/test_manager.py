@@ -6,6 +6,7 @@ import socket
 
 import pytest
 import pytest_twisted
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.internet import reactor, task
 
 from twsip.manager import (
@@ -80,14 +81,20 @@ async def test_ports_are_sequential_in_steps_of_two() -> None:
 async def test_allocation_skips_ports_held_by_another_socket() -> None:
     base = free_base()
     blockers = [hold(base), hold(base + 4)]
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
     try:
         manager = InstanceManager(base_port=base)
         created = manager.create_instances(configs("100", "200"))
         assert [m.port for m in created] == [base + 2, base + 6]
         await manager.cleanup()
     finally:
+        globalLogPublisher.removeObserver(logged.append)
         for s in blockers:
             s.close()
+    moved = [formatEvent(e) for e in logged if e.get("log_level") == LogLevel.warn]
+    assert moved == [f"DN 100: port {base} is taken, listening on {base + 2} instead",
+                     f"DN 200: port {base + 4} is taken, listening on {base + 6} instead"]
 
 
 @pytest_twisted.ensureDeferred

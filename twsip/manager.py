@@ -117,6 +117,11 @@ class InstanceManager:
                 port += 2
                 continue
             self.next_port = port + 2
+            if port != tried[0]:
+                # A SIPp started first on 5060 silently pushes DN 100 away, and then calls
+                # itself: say so once, with both ports.
+                log.warn("DN {dn}: port {wanted} is taken, listening on {port} instead",
+                         dn=getattr(protocol, "dn", "?"), wanted=tried[0], port=port)
             return _whole_datagrams(listening)
         raise PortAllocationError(self.host, tried, last_error)
 
