@@ -17,18 +17,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import globalLogPublisher
 
 from twsip.flow.demo import demo_graph
-from twsip.flow.engine import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    PENDING,
-    STOPPED,
-    Engine,
-    EngineBusy,
-    ScenarioResult,
-    check_runnable,
-    run_once_serving,
-)
+from twsip.flow.engine import Engine, EngineBusy, check_runnable
 from twsip.flow.events import (
     ActionLog,
     NodeStateChanged,
@@ -40,6 +29,8 @@ from twsip.report.ladder import ladder_arrows
 from twsip.manager import InstanceCreationError, InstanceManager
 from twsip.report.jsonreport import result_to_dict
 from twsip.flow.model import ScenarioError, graph_for_instances, load_scenario, parse_scenario
+from twsip.flow.result import CANCELLED, COMPLETED, FAILED, PENDING, STOPPED, ScenarioResult
+from twsip.service import run_once_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -410,7 +401,7 @@ async def test_run_on_serving_needs_the_flow_dns() -> None:
         assert "DN 200, which is not running (running DNs: 100)" in str(info.value)
         # run_once_serving logs the refusal instead of failing
         assert await run_once_serving(manager, demo_graph()) is None
-        errors = [e for e in logged if e.get("log_namespace") == "twsip.engine"]
+        errors = [e for e in logged if e.get("log_namespace") == "twsip.service"]
         assert "DN 200, which is not running" in errors[-1]["error"]
         assert sorted(m.config.dn for m in manager.instances.values()) == ["100"]
     finally:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest_twisted
 
-from twsip.flow.engine import Engine, NodeRecord, ScenarioResult
+from twsip.flow.engine import Engine
+from twsip.flow.result import NodeRecord, ScenarioResult
 from twsip.flow.events import InstanceInfo, SipMessage
 from twsip.report.ladder import html_ladder, ladder_arrows, text_ladder
 from twsip.manager import InstanceManager

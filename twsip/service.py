@@ -23,13 +23,17 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from twsip.flow.demo import demo_graph
-from twsip.flow.engine import Engine, check_runnable, run_once_serving
+from twsip.flow.engine import Engine, check_runnable
 from twsip.flow.events import EventStream
-from twsip.manager import LOCAL_HOST, InstanceManager
 from twsip.flow.model import ExecutionGraph, ScenarioError, graph_for_instances, load_scenario
+from twsip.flow.result import ScenarioResult
+from twsip.manager import LOCAL_HOST, InstanceManager
+from twsip.report.jsonreport import summary_text
+from twsip.report.ladder import text_ladder
 from twsip.sip.transaction import TimerSettings
 
-__all__ = ["Options", "SipInstancesService", "makeService", "DEFAULT_INSTANCES"]
+__all__ = ["Options", "SipInstancesService", "makeService", "DEFAULT_INSTANCES", "log_result",
+           "run_once_serving"]
 
 log = Logger(namespace="twsip.service")
 
@@ -248,6 +252,41 @@ class SipInstancesService(service.Service):
 
         d.addCallback(stopped)
         return d
+
+
+def log_result(result: ScenarioResult, logger: Logger | None = None) -> None:
+    """Log a finished run's ladder and summary through twisted.logger (one event each)."""
+    logger = logger or log
+    logger.info("scenario ladder:\n{ladder}", ladder=text_ladder(result))
+    logger.info("{summary}", summary=summary_text(result), outcome=result.outcome)
+
+
+def run_once_serving(manager: InstanceManager, graph: ExecutionGraph, *,
+                     engine: Engine | None = None, log_ladder: bool = True,
+                     ) -> Deferred[ScenarioResult | None]:
+    """Run `graph` once on the manager's serving instances and log it all; they keep serving.
+
+    For ``twistd sipinstances`` (``--scenario FLOW.json`` and the start-up demo). The events
+    go to twisted.logger (SIP messages only when the manager does not log them itself
+    already), then the ladder and the summary. Never fails: a flow that cannot run (refused
+    nodes, a DN the service does not run) is logged as an error and the Deferred fires with
+    None. Pass your own `engine` to be able to ``engine.stop()`` the run from stopService.
+    """
+    if engine is None:
+        engine = Engine(manager, events=EventStream(log_sip=not manager.log_messages))
+
+    def logged(result: ScenarioResult) -> ScenarioResult:
+        if log_ladder:
+            log_result(result)
+        return result
+
+    def refused(failure: Any) -> None:
+        log.error("scenario not run: {error}", error=failure.getErrorMessage())
+        return None
+
+    d: Deferred[Any] = engine.run_on_serving(graph)
+    d.addCallbacks(logged, refused)
+    return d
 
 
 def freeze_startup_objects() -> None:

@@ -3,8 +3,8 @@
 ``Engine(manager).run(graph)`` creates one instance per sipInstance node, serves them, runs
 every chain, hangs up whatever is still live, cleans the manager up, and fires with a
 `ScenarioResult`. ``Engine(manager).run_on_serving(graph)`` does the same on instances that
-already serve (``twistd sipinstances``) and leaves them serving. `run_once_serving` is that
-plus logging the ladder, for the twistd service.
+already serve (``twistd sipinstances``) and leaves them serving; logging the ladder of
+such a run is the service's job (`twsip.service.run_once_serving`).
 
 How a flow runs
 ---------------
@@ -54,7 +54,6 @@ fire and `ScenarioFinished` go out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Callable, Coroutine
 
@@ -84,34 +83,21 @@ from twsip.sip.instance import MessageEvent, SipInstance
 from twsip.manager import InstanceManager, ManagedInstance, UnknownInstance
 from twsip.sip.message import Request, Response
 from twsip.flow.model import ExecutionGraph, ScenarioError, ScenarioNode
+from twsip.flow.result import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    STOPPED,
+    NodeRecord,
+    ScenarioResult,
+)
 from twsip.sip.uri import loopback_address, parse_uri
 
-__all__ = [
-    "CANCELLED",
-    "COMPLETED",
-    "Engine",
-    "EngineBusy",
-    "FAILED",
-    "NodeRecord",
-    "PENDING",
-    "RUNNING",
-    "STOPPED",
-    "ScenarioResult",
-    "check_runnable",
-    "log_result",
-    "run_once_serving",
-]
+__all__ = ["Engine", "EngineBusy", "check_runnable"]
 
 log = Logger(namespace="twsip.engine")
-
-# node states
-PENDING = "pending"
-RUNNING = "running"
-COMPLETED = "completed"
-FAILED = "failed"
-CANCELLED = "cancelled"
-# run outcomes: COMPLETED, FAILED or
-STOPPED = "stopped"
 
 # Nodes whose whole run the node timeout bounds (MakeCall is bounded by its own call setup
 # timer, TIMEOUT *is* its timeout).
@@ -130,54 +116,6 @@ class NodeFailed(Exception):
 
 class EngineBusy(RuntimeError):
     """An Engine runs one scenario at a time."""
-
-
-@dataclass
-class NodeRecord:
-    """A node's life in one run. Times are seconds since the run started."""
-
-    id: str
-    label: str
-    name: str
-    kind: str
-    instance_id: str
-    dn: str
-    state: str = PENDING
-    started: float | None = None
-    ended: float | None = None
-    detail: str = ""
-
-    @property
-    def duration(self) -> float | None:
-        if self.started is None or self.ended is None:
-            return None
-        return self.ended - self.started
-
-
-@dataclass
-class ScenarioResult:
-    """What a run did: its outcome, every node's record, every SIP message, every event."""
-
-    outcome: str  # COMPLETED, FAILED or STOPPED
-    reason: str
-    node_id: str | None  # the node that failed the run, if one did
-    node_label: str | None
-    started: float  # engine clock seconds
-    ended: float
-    instances: list[InstanceInfo]
-    nodes: dict[str, NodeRecord]
-    messages: list[SipMessage]
-    events: list[Event]
-    # SIP Call-ID -> the flow's callId of the call it belongs to ("call-1")
-    calls: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome == COMPLETED
-
-    @property
-    def duration(self) -> float:
-        return self.ended - self.started
 
 
 def check_runnable(graph: ExecutionGraph) -> None:
@@ -826,41 +764,3 @@ def _user(uri: str) -> str:
         return parse_uri(uri).user or uri
     except ValueError:
         return uri
-
-
-def log_result(result: ScenarioResult, logger: Logger | None = None) -> None:
-    """Log a finished run's ladder and summary through twisted.logger (one event each)."""
-    from twsip.report.ladder import text_ladder
-    from twsip.report.jsonreport import summary_text
-
-    logger = logger or log
-    logger.info("scenario ladder:\n{ladder}", ladder=text_ladder(result))
-    logger.info("{summary}", summary=summary_text(result), outcome=result.outcome)
-
-
-def run_once_serving(manager: InstanceManager, graph: ExecutionGraph, *,
-                     engine: Engine | None = None, log_ladder: bool = True,
-                     ) -> Deferred[ScenarioResult | None]:
-    """Run `graph` once on the manager's serving instances and log it all; they keep serving.
-
-    For ``twistd sipinstances`` (``--scenario FLOW.json`` and the start-up demo). The events
-    go to twisted.logger (SIP messages only when the manager does not log them itself
-    already), then the ladder and the summary. Never fails: a flow that cannot run (refused
-    nodes, a DN the service does not run) is logged as an error and the Deferred fires with
-    None. Pass your own `engine` to be able to ``engine.stop()`` the run from stopService.
-    """
-    if engine is None:
-        engine = Engine(manager, events=EventStream(log_sip=not manager.log_messages))
-
-    def logged(result: ScenarioResult) -> ScenarioResult:
-        if log_ladder:
-            log_result(result)
-        return result
-
-    def refused(failure: Any) -> None:
-        log.error("scenario not run: {error}", error=failure.getErrorMessage())
-        return None
-
-    d: Deferred[Any] = engine.run_on_serving(graph)
-    d.addCallbacks(logged, refused)
-    return d
