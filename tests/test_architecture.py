@@ -6,11 +6,13 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "twsip"
 
 # Bottom up; a module may import from its own layer and the ones below it.
 LAYERS = [
-    ("twsip.outcome", "twsip.config", "twsip.sip", "twsip.media"),
+    ("twsip.outcome", "twsip.interfaces", "twsip.config", "twsip.sip", "twsip.media"),
     ("twsip.manager", "twsip.testing"),
     ("twsip.flow",),
     ("twsip.report",),
@@ -103,3 +105,23 @@ def test_the_checker_sees_function_level_imports(tmp_path: Path) -> None:
     known = {"twsip.report.ladder", "twsip.flow.events", "twsip.flow.probe"}
     assert imports_of("twsip.flow.probe", probe, known) == {"twsip.report.ladder",
                                                             "twsip.flow.events"}
+
+
+# Classes that another worktree is splitting up already; they pass as soon as it lands.
+LONG_ELSEWHERE = {"twsip.sip.instance": "SipInstance is being split in the SIP refactor"}
+
+
+def _class_size_params() -> list:
+    return [pytest.param(name, marks=pytest.mark.xfail(reason=LONG_ELSEWHERE[name],
+                                                       strict=False))
+            if name in LONG_ELSEWHERE else name for name in sorted(modules())]
+
+
+@pytest.mark.parametrize("name", _class_size_params())
+def test_no_class_over_300_lines(name: str) -> None:
+    path = modules()[name]
+    tree = ast.parse(path.read_text(), str(path))
+    long = [(node.name, node.end_lineno - node.lineno + 1) for node in ast.walk(tree)
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None
+            and node.end_lineno - node.lineno + 1 > 300]
+    assert long == []

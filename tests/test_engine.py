@@ -17,7 +17,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import globalLogPublisher
 
 from twsip.flow.demo import demo_graph
-from twsip.flow.engine import Engine, EngineBusy, check_runnable
+from twsip.flow.engine import Engine, EngineBusy
+from twsip.flow.registry import check_runnable
 from twsip.flow.events import (
     ActionLog,
     NodeStateChanged,

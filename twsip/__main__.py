@@ -74,7 +74,7 @@ def _port(value: str) -> int:
 
 def _prepare(argv: Sequence[str] | None, stderr: TextIO) -> Any:
     """Parse the command line and the flow: (args, graph, name) or an exit status."""
-    from twsip.flow.engine import check_runnable
+    from twsip.flow.registry import check_runnable
     from twsip.flow.model import ScenarioError, load_scenario, parse_scenario
 
     try:
