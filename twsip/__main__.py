@@ -9,17 +9,21 @@ could not be started), 2 the file is invalid or uses nodes the engine cannot run
 message is on stderr).
 
 `main(argv)` runs the reactor and returns the exit status; `run_cli(argv, reactor=...)` is
-the same as a Deferred, for code (and tests) that already run a reactor.
+the same as a Deferred, for code (and tests) that already run a reactor, or that pass a
+`twsip.testing.FakeNetwork` to run it all in memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred
+
+if TYPE_CHECKING:
+    from twsip.interfaces import UDPReactor
 
 __all__ = ["EXIT_FAILED", "EXIT_INVALID", "EXIT_OK", "main", "run_cli"]
 
@@ -100,7 +104,7 @@ def _prepare(argv: Sequence[str] | None, stderr: TextIO) -> Any:
     return args, graph, name
 
 
-async def _execute(args: Any, graph: Any, name: str, reactor: Any, stdout: TextIO,
+async def _execute(args: Any, graph: Any, name: str, reactor: UDPReactor, stdout: TextIO,
                    stderr: TextIO, engines: list | None = None) -> int:
     from twsip.flow.engine import Engine
     from twsip.flow.events import SipMessage, format_event
@@ -146,7 +150,7 @@ async def _execute(args: Any, graph: Any, name: str, reactor: Any, stdout: TextI
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def run_cli(argv: Sequence[str] | None = None, *, reactor: Any = None,
+def run_cli(argv: Sequence[str] | None = None, *, reactor: UDPReactor | None = None,
             stdout: TextIO | None = None, stderr: TextIO | None = None) -> Deferred[int]:
     """The CLI on a reactor that is already running; fires with the exit status."""
     stdout = stdout or sys.stdout
@@ -158,7 +162,8 @@ def run_cli(argv: Sequence[str] | None = None, *, reactor: Any = None,
         return d
     if reactor is None:
         from twisted.internet import reactor as global_reactor
-        reactor = global_reactor
+        reactor = global_reactor  # type: ignore[assignment]
+    assert reactor is not None
     args, graph, name = prepared
     return Deferred.fromCoroutine(_execute(args, graph, name, reactor, stdout, stderr))
 
@@ -191,8 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     engines: list = []
 
     def start() -> None:
-        d = Deferred.fromCoroutine(_execute(args, graph, name, reactor, stdout, stderr,
-                                            engines))
+        d = Deferred.fromCoroutine(_execute(args, graph, name,
+                                            reactor,  # type: ignore[arg-type]
+                                            stdout, stderr, engines))
 
         def done(result: Any) -> None:
             if isinstance(result, int):
