@@ -1,10 +1,17 @@
-"""Test-wide guards: no test may leave a bound UDP port or a pending twsip timer behind."""
+"""Test-wide guards: no test may leave a bound UDP port or a pending twsip timer behind.
+
+Tests on the real reactor are checked by `no_leftovers`; tests that run on a
+`twsip.testing.FakeNetwork` take the `network` fixture, which checks the network's own
+clock instead.
+"""
 
 from __future__ import annotations
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task, udp
+
+from twsip.testing import FakeNetwork
 
 
 def _twsip_calls() -> list:
@@ -34,3 +41,15 @@ async def no_leftovers():
     problems += [f"UDP port {p.getHost().port} still bound" for p in ports]
     if problems:
         pytest.fail("test left resources behind: " + "; ".join(problems))
+
+
+@pytest.fixture
+def network():
+    """A FakeNetwork (the reactor for an InstanceManager and an Engine) that must end the
+    test with no timer left on its clock."""
+    fake = FakeNetwork()
+    yield fake
+    left = fake.clock.getDelayedCalls()
+    if left:
+        pytest.fail("test left timers on the FakeNetwork clock: "
+                    + "; ".join(repr(call.func) for call in left))

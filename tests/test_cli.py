@@ -1,8 +1,9 @@
 """``python -m twsip run``: exit codes, output, --report and --ladder files.
 
-Runs that need the reactor go through `run_cli` (the CLI on the reactor pytest-twisted
-already runs); `main` is called in-process for the paths that end before the reactor
-starts; one real subprocess checks ``python -m twsip`` as a user types it.
+Runs go through `run_cli` on a `twsip.testing.FakeNetwork` (the whole CLI in memory), or
+on the reactor pytest-twisted already runs where a real socket matters (a taken port);
+`main` is called in-process for the paths that end before the reactor starts; one real
+subprocess checks ``python -m twsip`` as a user types it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
 
 from twsip.__main__ import EXIT_FAILED, EXIT_INVALID, EXIT_OK, _parser, main, run_cli
+from twsip.testing import FakeNetwork
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -88,22 +90,22 @@ def test_default_base_port_is_the_products() -> None:
                                                                             None)
 
 
-# -- runs: run_cli on the test's reactor -------------------------------------------------
+# -- runs: run_cli in memory, or on the test's reactor ----------------------------------
 
-@pytest_twisted.ensureDeferred
-async def test_run_writes_log_ladder_summary_report_and_html(tmp_path: Path) -> None:
+def test_run_writes_log_ladder_summary_report_and_html(network: FakeNetwork,
+                                                       tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     report, ladder = tmp_path / "out.json", tmp_path / "out.html"
-    code = await run_cli(["run", str(EXAMPLES / "basic-call.json"), "--base-port", "0",
-                          "--report", str(report), "--ladder", str(ladder)],
-                         stdout=out, stderr=err)
+    code = network.run(run_cli(["run", str(EXAMPLES / "basic-call.json"),
+                                "--report", str(report), "--ladder", str(ladder)],
+                               reactor=network, stdout=out, stderr=err))
     assert (code, err.getvalue()) == (EXIT_OK, "")
     text = out.getvalue()
     assert "scenario started: 2 instance(s)" in text
     assert "[100] Call 200 (MakeCall): RUNNING" in text
     assert "[200] -> 180 Ringing to 100" in text
     assert "scenario COMPLETED" in text
-    assert "|------- INVITE ------>|" in text  # the ladder
+    assert "|------ INVITE ------>|" in text  # the ladder (lanes as wide as 127.0.0.1:5060)
     assert "Result: COMPLETED in " in text
     data = json.loads(report.read_text())
     assert data["outcome"] == "completed"
@@ -115,8 +117,7 @@ async def test_run_writes_log_ladder_summary_report_and_html(tmp_path: Path) -> 
     assert len([g for g in root.iter("g") if g.get("class") == "msg"]) == 7
 
 
-@pytest_twisted.ensureDeferred
-async def test_failed_flow_exits_1(tmp_path: Path) -> None:
+def test_failed_flow_exits_1(network: FakeNetwork, tmp_path: Path) -> None:
     path = write_flow(tmp_path / "f.json", [
         {"id": "call", "type": "command",
          "data": {"command": "MakeCall", "sipInstanceId": "A", "targetUri": "200"}},
@@ -126,8 +127,8 @@ async def test_failed_flow_exits_1(tmp_path: Path) -> None:
         [edge("A", "call"), edge("B", "in"), edge("in", "busy")])
     out, err = io.StringIO(), io.StringIO()
     report = tmp_path / "r.json"
-    code = await run_cli(["run", path, "--base-port", "0", "--quiet", "--report",
-                          str(report)], stdout=out, stderr=err)
+    code = network.run(run_cli(["run", path, "--quiet", "--report", str(report)],
+                               reactor=network, stdout=out, stderr=err))
     assert code == EXIT_FAILED
     assert out.getvalue().lstrip().startswith("100")  # --quiet: straight to the ladder
     assert "Result: FAILED in" in out.getvalue()
@@ -150,22 +151,20 @@ async def test_no_free_port_exits_1(tmp_path: Path) -> None:
         await held.stopListening()
 
 
-@pytest_twisted.ensureDeferred
-async def test_no_sip_leaves_messages_out_of_the_live_log() -> None:
+def test_no_sip_leaves_messages_out_of_the_live_log(network: FakeNetwork) -> None:
     out = io.StringIO()
-    code = await run_cli(["run", str(EXAMPLES / "busy.json"), "--base-port", "0",
-                          "--no-sip"], stdout=out, stderr=io.StringIO())
+    code = network.run(run_cli(["run", str(EXAMPLES / "busy.json"), "--no-sip"],
+                               reactor=network, stdout=out, stderr=io.StringIO()))
     assert code == EXIT_OK
     live = out.getvalue().split("\n\n", 1)[0]
     assert "RUNNING" in live and " -> " not in live and " <- " not in live
 
 
-@pytest_twisted.ensureDeferred
-async def test_unwritable_report_exits_1(tmp_path: Path) -> None:
+def test_unwritable_report_exits_1(network: FakeNetwork, tmp_path: Path) -> None:
     err = io.StringIO()
-    code = await run_cli(["run", str(EXAMPLES / "busy.json"), "--base-port", "0", "-q",
-                          "--report", str(tmp_path / "no" / "such" / "r.json")],
-                         stdout=io.StringIO(), stderr=err)
+    code = network.run(run_cli(["run", str(EXAMPLES / "busy.json"), "-q",
+                                "--report", str(tmp_path / "no" / "such" / "r.json")],
+                               reactor=network, stdout=io.StringIO(), stderr=err))
     assert code == EXIT_FAILED
     assert "cannot write" in err.getvalue() and "r.json" in err.getvalue()
 

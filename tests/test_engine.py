@@ -1,7 +1,9 @@
-"""The scenario engine, end to end over loopback: real instances, real SIP messages.
+"""The scenario engine, end to end: real instances and real SIP messages.
 
-Every run uses base_port=0 (ports the system picks), so these tests run in parallel with
-anyone else's. Nothing sleeps: each test waits on the run's Deferred.
+Most runs go over `twsip.testing.FakeNetwork`, which is the reactor for both the manager
+(listenUDP) and the engine (the clock): no socket, no wall time, the same every time. A
+few run over loopback UDP on the real reactor (base_port=0, ports the system picks), to
+show the same flows work on real sockets.
 """
 
 from __future__ import annotations
@@ -10,25 +12,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import time
+
 import pytest
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import task
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import globalLogPublisher
 
 from twsip.flow.demo import demo_graph
-from twsip.flow.engine import (
-    CANCELLED,
-    COMPLETED,
-    FAILED,
-    PENDING,
-    STOPPED,
-    Engine,
-    EngineBusy,
-    ScenarioResult,
-    check_runnable,
-    run_once_serving,
-)
+from twsip.flow.engine import Engine, EngineBusy
+from twsip.flow.registry import check_runnable
 from twsip.flow.events import (
     ActionLog,
     NodeStateChanged,
@@ -40,6 +34,9 @@ from twsip.report.ladder import ladder_arrows
 from twsip.manager import InstanceCreationError, InstanceManager
 from twsip.report.jsonreport import result_to_dict
 from twsip.flow.model import ScenarioError, graph_for_instances, load_scenario, parse_scenario
+from twsip.flow.result import CANCELLED, COMPLETED, FAILED, PENDING, STOPPED, ScenarioResult
+from twsip.service import run_once_serving
+from twsip.testing import FakeNetwork
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -85,11 +82,20 @@ def states(result: ScenarioResult) -> dict[str, str]:
     return {nid: record.state for nid, record in result.nodes.items()}
 
 
-async def run(graph_or_text: Any, **engine_kw: Any) -> ScenarioResult:
+def run(network: FakeNetwork, graph_or_text: Any, **engine_kw: Any) -> ScenarioResult:
+    """Run a flow on instances of `network`, to the end (no wall time passes)."""
     graph = parse_scenario(graph_or_text) if isinstance(graph_or_text, str) else graph_or_text
-    engine = Engine(InstanceManager(base_port=0), **engine_kw)
-    result = await engine.run(graph)
+    engine = Engine(InstanceManager(reactor=network), reactor=network, **engine_kw)
+    result = network.run(engine.run(graph))
     assert not engine.instance_manager.instances  # cleaned up
+    return result
+
+
+async def run_on_loopback(graph: Any) -> ScenarioResult:
+    """Run a flow over real UDP sockets on the reactor pytest-twisted runs."""
+    engine = Engine(InstanceManager(base_port=0))
+    result = await engine.run(graph)
+    assert not engine.instance_manager.instances
     return result
 
 
@@ -138,10 +144,9 @@ def test_every_example_has_expectations() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-@pytest_twisted.ensureDeferred
-async def test_example_runs_end_to_end(name: str) -> None:
+def test_example_runs_end_to_end(network: FakeNetwork, name: str) -> None:
     expected_wire, expected_states = EXPECTED[name]
-    result = await run(load_scenario(EXAMPLES / f"{name}.json"))
+    result = run(network, load_scenario(EXAMPLES / f"{name}.json"))
     assert result.outcome == COMPLETED, result.reason
     assert wire(result) == expected_wire
     assert states(result) == expected_states
@@ -154,20 +159,19 @@ async def test_example_runs_end_to_end(name: str) -> None:
                for m in report["messages"])
 
 
-@pytest_twisted.ensureDeferred
-async def test_example_details() -> None:
-    busy = await run(load_scenario(EXAMPLES / "busy.json"))
+def test_example_details(network: FakeNetwork) -> None:
+    busy = run(network, load_scenario(EXAMPLES / "busy.json"))
     assert "486 Busy Here" in busy.nodes["call"].detail
-    cancel = await run(load_scenario(EXAMPLES / "cancel-before-answer.json"))
+    cancel = run(network, load_scenario(EXAMPLES / "cancel-before-answer.json"))
     assert "cancelled before the answer" in cancel.nodes["call"].detail
     assert "cancelled by caller" in cancel.nodes["cancelled"].detail
-    fallback = await run(load_scenario(EXAMPLES / "fallback.json"))
+    fallback = run(network, load_scenario(EXAMPLES / "fallback.json"))
     assert sorted(fallback.calls.values()) == ["call-1", "call-2"]
 
 
 @pytest_twisted.ensureDeferred
-async def test_shared_basic_call_flow() -> None:
-    result = await run(load_scenario(BASIC_CALL))
+async def test_shared_basic_call_flow_over_loopback_udp() -> None:
+    result = await run_on_loopback(load_scenario(BASIC_CALL))
     assert result.outcome == COMPLETED, result.reason
     assert wire(result) == CALL + ANSWER + [("200", "100", "BYE"), ("100", "200", "200 OK")]
     assert set(states(result).values()) == {COMPLETED}
@@ -176,17 +180,17 @@ async def test_shared_basic_call_flow() -> None:
 
 # -- refusing a flow before anything starts ------------------------------------------------
 
-@pytest_twisted.ensureDeferred
-async def test_unsupported_nodes_are_refused_by_name_before_anything_starts() -> None:
+def test_unsupported_nodes_are_refused_by_name_before_anything_starts(
+        network: FakeNetwork) -> None:
     text = flow(cmd("play", "PlayAudio", "A", filePath="x.wav"),
                 evt("held", "HELD", "B"), cmd("call", "MakeCall", "A", targetUri="200"),
                 edges=[edge("A", "call"), edge("call", "play"), edge("B", "held")])
-    manager = InstanceManager(base_port=0)
-    engine = Engine(manager)
+    manager = InstanceManager(reactor=network)
+    engine = Engine(manager, reactor=network)
     seen: list = []
     engine.subscribe(seen.append)
     with pytest.raises(ScenarioError) as info:
-        await engine.run(parse_scenario(text))
+        network.run(engine.run(parse_scenario(text)))
     message = str(info.value)
     assert "'play' (PlayAudio: PlayAudio)" in message and "'held' (HELD: HELD)" in message
     assert "RTP media" in message
@@ -206,28 +210,25 @@ def test_make_call_target_checked_up_front(target: str, words: str) -> None:
     assert (info.value.node, info.value.field) == ("call", "data.targetUri")
 
 
-@pytest_twisted.ensureDeferred
-async def test_instance_creation_failure_leaves_nothing_bound() -> None:
-    held = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
-    try:
-        manager = InstanceManager(base_port=held.getHost().port, max_retries=0)
-        with pytest.raises(InstanceCreationError):
-            await Engine(manager).run(parse_scenario(flow(edges=[])))
-        assert not manager.instances
-    finally:
-        await held.stopListening()
+def test_instance_creation_failure_leaves_nothing_bound(network: FakeNetwork) -> None:
+    network.listenUDP(5062, DatagramProtocol())  # B's port is taken
+    manager = InstanceManager(base_port=5060, max_retries=0, reactor=network)
+    with pytest.raises(InstanceCreationError, match="tried 5062"):
+        network.run(Engine(manager, reactor=network).run(parse_scenario(flow(edges=[]))))
+    assert not manager.instances
+    network.listenUDP(5060, DatagramProtocol())  # A's port was given back
 
 
 # -- failure, cancellation, stop -----------------------------------------------------------
 
-@pytest_twisted.ensureDeferred
-async def test_failure_without_branch_fails_the_run_and_cancels_other_chains() -> None:
+def test_failure_without_branch_fails_the_run_and_cancels_other_chains(
+        network: FakeNetwork) -> None:
     text = flow(cmd("call", "MakeCall", "A", targetUri="200"),
                 evt("incoming", "INCOMING", "B"), cmd("reject", "Release", "B"),
                 evt("long", "TIMEOUT", "B", timeout=60000),
                 edges=[edge("A", "call"), edge("B", "incoming"), edge("incoming", "reject"),
                        edge("B", "long")])
-    result = await run(text)
+    result = run(network, text)
     assert result.outcome == FAILED
     assert (result.node_id, result.node_label) == ("call", "MakeCall")
     assert "486 Busy Here" in result.reason
@@ -239,15 +240,15 @@ async def test_failure_without_branch_fails_the_run_and_cancels_other_chains() -
     assert finished.node_id == "call"
 
 
-@pytest_twisted.ensureDeferred
-async def test_make_call_setup_timeout_cancels_and_follows_failure_branch() -> None:
+def test_make_call_setup_timeout_cancels_and_follows_failure_branch(
+        network: FakeNetwork) -> None:
     text = flow(cmd("call", "MakeCall", "A", targetUri="200", timeout=300),
                 evt("gave-up", "TIMEOUT", "A", timeout=10),
                 evt("incoming", "INCOMING", "B", timeout=20000),
                 evt("gone", "DISCONNECTED", "B"),
                 edges=[edge("A", "call"), edge("call", "gave-up", failure=True),
                        edge("B", "incoming"), edge("incoming", "gone")])
-    result = await run(text)
+    result = run(network, text)
     assert result.outcome == COMPLETED, result.reason
     assert "408" in result.nodes["call"].detail
     assert wire(result) == CALL + [("100", "200", "CANCEL"), ("200", "100", "200 OK"),
@@ -256,27 +257,26 @@ async def test_make_call_setup_timeout_cancels_and_follows_failure_branch() -> N
     assert "cancelled by caller" in result.nodes["gone"].detail
 
 
-@pytest_twisted.ensureDeferred
-async def test_stop_ends_the_run_as_stopped_and_cleans_up() -> None:
+def test_stop_ends_the_run_as_stopped_and_cleans_up(network: FakeNetwork) -> None:
     text = flow(evt("wait", "TIMEOUT", "A", timeout=60000), edges=[edge("A", "wait")])
-    engine = Engine(InstanceManager(base_port=0))
+    engine = Engine(InstanceManager(reactor=network), reactor=network)
     d = engine.run(parse_scenario(text))
-    assert engine.running
+    network.advance(1)
+    assert engine.running and not d.called
     with pytest.raises(EngineBusy):
-        await engine.run(parse_scenario(text))
-    stopped = await engine.stop("enough")
-    result = await d
-    assert stopped is result
+        network.result(engine.run(parse_scenario(text)))
+    stopping, again = engine.stop("enough"), engine.stop("twice")
+    result = network.run(d)
+    assert network.result(stopping) is result and network.result(again) is result
     assert (result.outcome, result.reason) == (STOPPED, "enough")
     assert states(result) == {"wait": CANCELLED}
     assert not engine.running and not engine.instance_manager.instances
 
 
-@pytest_twisted.ensureDeferred
-async def test_commands_on_a_missing_call_fail_with_a_reason() -> None:
+def test_commands_on_a_missing_call_fail_with_a_reason(network: FakeNetwork) -> None:
     text = flow(cmd("answer", "Answer", "B"), cmd("release", "Release", "A", callId="c9"),
                 edges=[edge("B", "answer"), edge("A", "release")])
-    result = await run(text)
+    result = run(network, text)
     assert result.outcome == FAILED
     assert result.node_id == "release"
     assert result.reason.startswith("instance 100 has no call 'c9'")
@@ -284,12 +284,11 @@ async def test_commands_on_a_missing_call_fail_with_a_reason() -> None:
     assert states(result) == {"answer": PENDING, "release": FAILED}
 
 
-@pytest_twisted.ensureDeferred
-async def test_calls_left_live_are_hung_up_at_the_end() -> None:
+def test_calls_left_live_are_hung_up_at_the_end(network: FakeNetwork) -> None:
     text = flow(cmd("call", "MakeCall", "A", targetUri="200"),
                 evt("incoming", "INCOMING", "B"), cmd("answer", "Answer", "B"),
                 edges=[edge("A", "call"), edge("B", "incoming"), edge("incoming", "answer")])
-    result = await run(text)
+    result = run(network, text)
     assert result.outcome == COMPLETED
     end = wire(result)[len(CALL) + len(ANSWER):]
     assert end in ([("100", "200", "BYE"), ("200", "100", "200 OK")],
@@ -298,13 +297,12 @@ async def test_calls_left_live_are_hung_up_at_the_end() -> None:
                for e in result.events)
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_node_runs_once_even_when_two_chains_reach_it() -> None:
+def test_a_node_runs_once_even_when_two_chains_reach_it(network: FakeNetwork) -> None:
     text = flow(evt("t1", "TIMEOUT", "A", timeout=1), evt("t2", "TIMEOUT", "A", timeout=30),
                 evt("shared", "TIMEOUT", "A", timeout=1),
                 edges=[edge("A", "t1"), edge("A", "t2"), edge("t1", "shared"),
                        edge("t2", "shared")])
-    result = await run(text)
+    result = run(network, text)
     assert result.outcome == COMPLETED
     assert states(result) == {"t1": COMPLETED, "t2": COMPLETED, "shared": COMPLETED}
     assert sum(isinstance(e, NodeStateChanged) and e.node_id == "shared"
@@ -337,10 +335,19 @@ async def test_node_timeouts_run_on_the_engine_clock() -> None:
     assert result.duration == 1.5
 
 
+def test_a_twenty_second_timeout_costs_no_wall_time(network: FakeNetwork) -> None:
+    text = flow(evt("wait", "TIMEOUT", "A", timeout=20000), edges=[edge("A", "wait")])
+    wall = time.monotonic()
+    result = run(network, text)
+    assert time.monotonic() - wall < 2
+    assert result.outcome == COMPLETED
+    assert result.nodes["wait"].duration == 20.0
+    assert result.nodes["wait"].detail == "waited 20000 ms"
+
+
 # -- events ------------------------------------------------------------------------------------
 
-@pytest_twisted.ensureDeferred
-async def test_event_stream_and_twisted_logger() -> None:
+def test_event_stream_and_twisted_logger(network: FakeNetwork) -> None:
     logged: list[dict] = []
 
     def observer(event: dict) -> None:
@@ -348,11 +355,11 @@ async def test_event_stream_and_twisted_logger() -> None:
             logged.append(event)
 
     globalLogPublisher.addObserver(observer)
-    engine = Engine(InstanceManager(base_port=0))
+    engine = Engine(InstanceManager(reactor=network), reactor=network)
     seen: list = []
     unsubscribe = engine.subscribe(seen.append)
     try:
-        result = await engine.run(load_scenario(EXAMPLES / "basic-call.json"))
+        result = network.run(engine.run(load_scenario(EXAMPLES / "basic-call.json")))
     finally:
         globalLogPublisher.removeObserver(observer)
         unsubscribe()
@@ -378,41 +385,40 @@ async def test_event_stream_and_twisted_logger() -> None:
 
 # -- on instances that already serve (twistd) -------------------------------------------------
 
-@pytest_twisted.ensureDeferred
-async def test_run_on_serving_instances_keeps_them_and_restores_auto_answer() -> None:
-    manager = InstanceManager(base_port=0)
+def test_run_on_serving_instances_keeps_them_and_restores_auto_answer(
+        network: FakeNetwork) -> None:
+    manager = InstanceManager(reactor=network)
     manager.create_instances(graph_for_instances(2).configs)
     manager.start_serving(auto_answer=True)
     try:
-        result = await run_once_serving(manager, demo_graph(talk_ms=100))
+        result = network.run(run_once_serving(manager, demo_graph(talk_ms=100)))
         assert result.outcome == COMPLETED, result.reason
         assert wire(result) == CALL + ANSWER + [("100", "200", "BYE"),
                                                 ("200", "100", "200 OK")]
         assert sorted(m.config.dn for m in manager.instances.values()) == ["100", "200"]
         # 200 answers calls by itself again
         caller = manager.by_dn("100").ua
-        session = await caller.invite(manager.resolve_target("200"), timeout=5)
-        await session.hangup()
+        session = network.run(caller.invite(manager.resolve_target("200"), timeout=5))
+        network.run(session.hangup())
     finally:
-        await manager.cleanup()
+        network.run(manager.cleanup())
 
 
-@pytest_twisted.ensureDeferred
-async def test_run_on_serving_needs_the_flow_dns() -> None:
-    manager = InstanceManager(base_port=0)
+def test_run_on_serving_needs_the_flow_dns(network: FakeNetwork) -> None:
+    manager = InstanceManager(reactor=network)
     manager.create_instances(graph_for_instances(1).configs)
     manager.start_serving(auto_answer=True)
     logged: list[dict] = []
     globalLogPublisher.addObserver(logged.append)
     try:
         with pytest.raises(ScenarioError) as info:
-            await Engine(manager).run_on_serving(demo_graph())
+            network.run(Engine(manager).run_on_serving(demo_graph()))
         assert "DN 200, which is not running (running DNs: 100)" in str(info.value)
         # run_once_serving logs the refusal instead of failing
-        assert await run_once_serving(manager, demo_graph()) is None
-        errors = [e for e in logged if e.get("log_namespace") == "twsip.engine"]
+        assert network.run(run_once_serving(manager, demo_graph())) is None
+        errors = [e for e in logged if e.get("log_namespace") == "twsip.service"]
         assert "DN 200, which is not running" in errors[-1]["error"]
         assert sorted(m.config.dn for m in manager.instances.values()) == ["100"]
     finally:
         globalLogPublisher.removeObserver(logged.append)
-        await manager.cleanup()
+        network.run(manager.cleanup())

@@ -7,14 +7,14 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest_twisted
-
-from twsip.flow.engine import Engine, NodeRecord, ScenarioResult
+from twsip.flow.engine import Engine
+from twsip.flow.result import NodeRecord, ScenarioResult
 from twsip.flow.events import InstanceInfo, SipMessage
 from twsip.report.ladder import html_ladder, ladder_arrows, text_ladder
 from twsip.manager import InstanceManager
 from twsip.report.jsonreport import result_to_dict, summary_text
 from twsip.flow.model import load_scenario
+from twsip.testing import FakeNetwork
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 A = ("127.0.0.1", 5060)
@@ -170,10 +170,9 @@ def test_html_ladder_rejects_odd_colors() -> None:
     assert "onload" not in page
 
 
-@pytest_twisted.ensureDeferred
-async def test_html_ladder_and_report_of_a_real_run(tmp_path: Path) -> None:
-    run = await Engine(InstanceManager(base_port=0)).run(
-        load_scenario(EXAMPLES / "basic-call.json"))
+def test_html_ladder_and_report_of_a_real_run(network: FakeNetwork, tmp_path: Path) -> None:
+    engine = Engine(InstanceManager(reactor=network), reactor=network)
+    run = network.run(engine.run(load_scenario(EXAMPLES / "basic-call.json")))
     page = html_ladder(run)
     root = parse_html(page)
     groups = msg_groups(root)

@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 from twisted.internet.defer import Deferred
 
-from twsip.sip.dialog import ClientSession, ServerSession
+from twsip.sip.dialog import CallFailed, ClientSession, ServerSession
 from twsip.sip.message import parse
 from twsip.testing import FakeNetwork, Impairment, LoggedFailures, NetworkTimeout
 
@@ -144,7 +144,7 @@ def test_drop_everything_and_the_call_times_out_cleanly() -> None:
     network.impair(a, b, Impairment(drop=1.0))
     b.start_serving(auto_answer=True)
     d = a.invite(b.uri)
-    with pytest.raises(Exception) as info:
+    with pytest.raises(CallFailed) as info:
         network.run(d, timeout=100)
     assert getattr(info.value, "status", None) == 408
     network.run(network.cleanup())

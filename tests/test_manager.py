@@ -16,6 +16,7 @@ from twsip.manager import (
     UnknownInstance,
 )
 from twsip.config import SipInstanceConfig
+from twsip.sip.dialog import CallFailed
 from twsip.flow.model import graph_for_instances
 
 
@@ -171,7 +172,7 @@ async def test_cleanup_frees_ports_and_timers_even_mid_call() -> None:
     await manager.cleanup()
     assert port_is_free(base) and port_is_free(base + 2)
     assert incoming.ended
-    with pytest.raises(Exception):
+    with pytest.raises(CallFailed):
         await call
     twsip_calls = [c for c in reactor.getDelayedCalls()
                    if getattr(c.func, "__module__", "").startswith("twsip")]

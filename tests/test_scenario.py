@@ -15,7 +15,6 @@ from twsip.flow.model import (
     KNOWN_CODECS,
     KNOWN_COMMANDS,
     KNOWN_EVENTS,
-    UNSUPPORTED,
     ExecutionGraph,
     ScenarioError,
     SipInstanceConfig,
@@ -23,6 +22,7 @@ from twsip.flow.model import (
     load_scenario,
     parse_scenario,
 )
+from twsip.flow.registry import unsupported_names, unsupported_nodes
 
 BASIC_CALL = Path(__file__).resolve().parent / "data" / "flows" / "basic-call.json"
 A, B = "inst-a", "inst-b"
@@ -111,7 +111,7 @@ def test_basic_call_nodes(basic_call: ExecutionGraph) -> None:
     assert [nodes[n(k)].success for k in (5, 6, 7, 8)] == [n(6), n(7), n(8), None]
     assert nodes[n(7)].label == "Talk" and nodes[n(7)].timeout_ms == 1000
     assert all(node.failure is None for node in nodes.values())
-    assert basic_call.unsupported_nodes() == []
+    assert unsupported_nodes(basic_call) == []
 
 
 def test_basic_call_bytes_and_text_agree(basic_call: ExecutionGraph) -> None:
@@ -493,9 +493,9 @@ def test_unsupported_nodes_parse_and_are_listed() -> None:
              for name in KNOWN_COMMANDS]
     nodes += [evt(f"e-{name}", name, sipInstanceId=B) for name in KNOWN_EVENTS]
     graph = parse_scenario(two_phones(*nodes))
-    listed = [node.name for node in graph.unsupported_nodes()]
-    assert listed == [name for name in (*KNOWN_COMMANDS, *KNOWN_EVENTS) if name in UNSUPPORTED]
-    assert set(UNSUPPORTED) == {"PlayAudio", "SendDTMF", "Hold", "Retrieve", "BlindTransfer",
+    listed = [node.name for node in unsupported_nodes(graph)]
+    assert listed == unsupported_names()
+    assert set(unsupported_names()) == {"PlayAudio", "SendDTMF", "Hold", "Retrieve", "BlindTransfer",
                                 "MuteTransfer", "DTMFReceived", "HELD", "RETRIEVED",
                                 "TRANSFERRED"}
 
@@ -508,7 +508,7 @@ def test_graph_for_instances() -> None:
     assert all(not chain.config.register and chain.start_nodes == ()
                for chain in graph.instances)
     assert len({chain.config.id for chain in graph.instances}) == 3
-    assert dict(graph.nodes) == {} and graph.unsupported_nodes() == []
+    assert dict(graph.nodes) == {} and unsupported_nodes(graph) == []
     assert graph.instance_by_dn("200") is graph.instances[1].config
 
 

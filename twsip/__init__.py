@@ -34,7 +34,7 @@ _EXPORTS: dict[str, str] = {
     "parse_scenario": "flow.model",
     "load_scenario": "flow.model",
     "Engine": "flow.engine",
-    "ScenarioResult": "flow.engine",
+    "ScenarioResult": "flow.result",
     "EventStream": "flow.events",
 }
 
@@ -59,7 +59,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ do
         parse_scenario,
     )
     from .sip.transaction import TimerSettings
-    from .flow.engine import Engine, ScenarioResult
+    from .flow.engine import Engine
+    from .flow.result import ScenarioResult
     from .flow.events import EventStream
 
 

@@ -13,17 +13,21 @@ before it starts. ``check`` validates flows without binding a port or sending an
 prints what each would run and its warnings, and exits 0 (all runnable) or 2.
 
 `main(argv)` runs the reactor and returns the exit status; `run_cli(argv, reactor=...)` is
-the same as a Deferred, for code (and tests) that already run a reactor.
+the same as a Deferred, for code (and tests) that already run a reactor, or that pass a
+`twsip.testing.FakeNetwork` to run it all in memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred
+
+if TYPE_CHECKING:
+    from twsip.interfaces import UDPReactor
 
 __all__ = ["EXIT_FAILED", "EXIT_INVALID", "EXIT_OK", "main", "run_cli"]
 
@@ -87,8 +91,8 @@ def _port(value: str) -> int:
 def _check(args: Any, stdout: TextIO, stderr: TextIO) -> int:
     """``check``: every flow judged as ``run`` would judge it; the worst status wins."""
     from twsip.flow.check import plan_flow
-    from twsip.flow.engine import check_runnable
     from twsip.flow.model import ScenarioError, load_scenario
+    from twsip.flow.registry import check_runnable
 
     status = EXIT_OK
     for path in args.flows:
@@ -115,7 +119,7 @@ def _check(args: Any, stdout: TextIO, stderr: TextIO) -> int:
 def _prepare(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> Any:
     """Parse the command line and the flow: (args, graph, name) or an exit status."""
     from twsip.flow.check import plan_flow
-    from twsip.flow.engine import check_runnable
+    from twsip.flow.registry import check_runnable
     from twsip.flow.model import ScenarioError, load_scenario, parse_scenario
 
     try:
@@ -145,7 +149,7 @@ def _prepare(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> Any:
     return args, graph, name
 
 
-async def _execute(args: Any, graph: Any, name: str, reactor: Any, stdout: TextIO,
+async def _execute(args: Any, graph: Any, name: str, reactor: UDPReactor, stdout: TextIO,
                    stderr: TextIO, engines: list | None = None) -> int:
     from twsip.flow.engine import Engine
     from twsip.flow.events import SipMessage, format_event
@@ -191,7 +195,7 @@ async def _execute(args: Any, graph: Any, name: str, reactor: Any, stdout: TextI
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def run_cli(argv: Sequence[str] | None = None, *, reactor: Any = None,
+def run_cli(argv: Sequence[str] | None = None, *, reactor: UDPReactor | None = None,
             stdout: TextIO | None = None, stderr: TextIO | None = None) -> Deferred[int]:
     """The CLI on a reactor that is already running; fires with the exit status."""
     stdout = stdout or sys.stdout
@@ -203,7 +207,8 @@ def run_cli(argv: Sequence[str] | None = None, *, reactor: Any = None,
         return d
     if reactor is None:
         from twisted.internet import reactor as global_reactor
-        reactor = global_reactor
+        reactor = global_reactor  # type: ignore[assignment]
+    assert reactor is not None
     args, graph, name = prepared
     return Deferred.fromCoroutine(_execute(args, graph, name, reactor, stdout, stderr))
 
@@ -236,8 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     engines: list = []
 
     def start() -> None:
-        d = Deferred.fromCoroutine(_execute(args, graph, name, reactor, stdout, stderr,
-                                            engines))
+        d = Deferred.fromCoroutine(_execute(args, graph, name,
+                                            reactor,  # type: ignore[arg-type]
+                                            stdout, stderr, engines))
 
         def done(result: Any) -> None:
             if isinstance(result, int):

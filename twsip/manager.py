@@ -12,11 +12,11 @@ from typing import Any, Iterable
 
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
-from twsip.sip.instance import SipInstance
 from twsip.config import SipInstanceConfig
+from twsip.interfaces import ListeningPort, UDPReactor
+from twsip.sip.instance import SipInstance
 from twsip.sip.transaction import TimerSettings
 from twsip.sip.uri import is_loopback
 
@@ -28,10 +28,10 @@ log = Logger(namespace="twsip.manager")
 LOCAL_HOST = "127.0.0.1"
 
 
-def _whole_datagrams(listening: IListeningPort) -> IListeningPort:
+def _whole_datagrams(listening: ListeningPort) -> ListeningPort:
     """Read datagrams up to the UDP maximum: Twisted's default of 8192 bytes silently
     truncates larger SIP messages, which would then be misjudged or cut short."""
-    listening.maxPacketSize = 65535  # type: ignore[attr-defined]
+    listening.maxPacketSize = 65535
     return listening
 
 
@@ -63,7 +63,7 @@ class ManagedInstance:
     config: SipInstanceConfig
     ua: SipInstance
     port: int
-    listening_port: IListeningPort
+    listening_port: ListeningPort
 
     @property
     def incoming(self):  # -> DeferredQueue[ServerSession]
@@ -74,7 +74,7 @@ class InstanceManager:
     """Creates SIP instances on 127.0.0.1 at base_port, base_port+2, ... and tears them down."""
 
     def __init__(self, base_port: int = 5060, max_retries: int = 10, host: str = LOCAL_HOST,
-                 reactor: Any = None, timers: TimerSettings | None = None,
+                 reactor: UDPReactor | None = None, timers: TimerSettings | None = None,
                  log_messages: bool = False, queue_size: int = 64,
                  trace_messages: bool = False) -> None:
         if not is_loopback(host):
@@ -82,8 +82,8 @@ class InstanceManager:
                              f"not {host!r}")
         if reactor is None:
             from twisted.internet import reactor as global_reactor
-            reactor = global_reactor
-        self.reactor = reactor
+            reactor = global_reactor  # type: ignore[assignment]
+        self.reactor: UDPReactor = reactor  # type: ignore[assignment]
         self.host = host
         self.base_port = base_port
         self.next_port = base_port
@@ -96,7 +96,7 @@ class InstanceManager:
         self._by_dn: dict[str, ManagedInstance] = {}
 
     # -- ports -----------------------------------------------------------------------------
-    def allocate_port(self, protocol: SipInstance) -> IListeningPort:
+    def allocate_port(self, protocol: SipInstance) -> ListeningPort:
         """Bind `protocol` at next_port, or +2, +4, ... (max_retries more tries).
 
         A base_port of 0 lets the system pick a free port each time (tests use it).
@@ -132,7 +132,8 @@ class InstanceManager:
         if config.dn in self._by_dn:
             raise ValueError(f"instance {config.id!r}: DN {config.dn} is already used by "
                              f"instance {self._by_dn[config.dn].config.id!r}")
-        ua = SipInstance(config.dn, host=self.host, codecs=config.codecs, reactor=self.reactor,
+        ua = SipInstance(config.dn, host=self.host, codecs=config.codecs,
+                         reactor=self.reactor,  # type: ignore[arg-type]
                          timers=self.timers, queue_size=self.queue_size,
                          log_messages=self.log_messages,
                          trace_messages=self.trace_messages)
@@ -212,7 +213,7 @@ class InstanceManager:
             stops = [m.listening_port.stopListening() for m in managed_all]
             return gatherResults([d for d in stops if isinstance(d, Deferred)])
 
-        d = DeferredList([m.ua.cleanup() for m in managed_all])
+        d: Deferred[Any] = DeferredList([m.ua.cleanup() for m in managed_all])
         d.addCallback(stop_ports)
         d.addCallback(lambda _: None)
         return d

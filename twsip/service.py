@@ -14,22 +14,29 @@ serving afterwards. Anything else that should run then hangs off `when_serving`.
 from __future__ import annotations
 
 import gc
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 
 from twsip.flow.demo import demo_graph
-from twsip.flow.engine import Engine, check_runnable, run_once_serving
+from twsip.flow.engine import Engine
 from twsip.flow.events import EventStream
-from twsip.manager import LOCAL_HOST, InstanceManager
 from twsip.flow.model import ExecutionGraph, ScenarioError, graph_for_instances, load_scenario
+from twsip.flow.registry import check_runnable
+from twsip.flow.result import ScenarioResult
+from twsip.interfaces import UDPReactor
+from twsip.manager import LOCAL_HOST, InstanceManager
+from twsip.outcome import Outcome
+from twsip.report.jsonreport import summary_text
+from twsip.report.ladder import text_ladder
 from twsip.sip.transaction import TimerSettings
 
-__all__ = ["Options", "SipInstancesService", "makeService", "DEFAULT_INSTANCES"]
+__all__ = ["Options", "SipInstancesService", "makeService", "DEFAULT_INSTANCES", "log_result",
+           "run_once_serving"]
 
 log = Logger(namespace="twsip.service")
 
@@ -115,6 +122,16 @@ class Options(usage.Options):
         self["graph"] = graph
 
 
+class ServiceReactor(UDPReactor, Protocol):
+    """What the service runs on: UDP ports and timers for the instances, and a way to
+    stop the reactor when there is nothing to serve."""
+
+    def callWhenRunning(self, callable: Callable[..., Any],  # noqa: N802
+                        *args: object, **kw: object) -> Any: ...
+
+    def stop(self) -> None: ...
+
+
 class SipInstancesService(service.Service):
     """Creates and serves the instances of `graph` while running; cleans all up on stop.
 
@@ -124,14 +141,15 @@ class SipInstancesService(service.Service):
     reactor is stopped too, since there is nothing to serve.
     """
 
-    name = "sipinstances"
+    name = "sipinstances"  # type: ignore[assignment]  # Service declares it None
 
     def __init__(self, graph: ExecutionGraph, *, base_port: int = 5060,
                  max_retries: int = 10, host: str = LOCAL_HOST, log_messages: bool = True,
                  trace_messages: bool = False, run_graph: bool = False,
                  demo: bool = False, freeze_gc: bool = False,
                  auto_answer: bool = True, stop_reactor_on_failure: bool = False,
-                 timers: TimerSettings | None = None, reactor: Any = None) -> None:
+                 timers: TimerSettings | None = None,
+                 reactor: ServiceReactor | None = None) -> None:
         self.graph = graph
         self.base_port = base_port
         self.max_retries = max_retries
@@ -149,8 +167,7 @@ class SipInstancesService(service.Service):
         self._reactor = reactor
         self.manager: InstanceManager | None = None
         self.failure: Exception | None = None
-        self._started = False  # the current start has finished, well or not
-        self._waiting: list[Deferred[InstanceManager]] = []
+        self._serving = Outcome()  # fires with the manager or the creation error
 
     # -- the hook for what runs once the instances serve -----------------------------------
     def when_serving(self) -> Deferred[InstanceManager]:
@@ -159,28 +176,17 @@ class SipInstancesService(service.Service):
         It fails with the creation error if the instances could not be created. Each call
         gets its own Deferred, so one waiter's callbacks never change what another sees.
         """
-        if self._started:
-            if self.failure is not None:
-                return fail(self.failure)
-            return succeed(self.manager)  # type: ignore[arg-type]
-        d: Deferred[InstanceManager] = Deferred()
-        self._waiting.append(d)
-        return d
+        return self._serving.wait()
 
     def _settle(self) -> None:
-        self._started = True
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            if self.failure is not None:
-                d.errback(self.failure)
-            else:
-                d.callback(self.manager)
+        self._serving.fire(self.failure if self.failure is not None else self.manager)
 
     # -- IService ------------------------------------------------------------------------
     def startService(self) -> None:
         super().startService()
         self.failure = None
-        self._started = False
+        if self._serving.done:  # a new start, after a stop
+            self._serving = Outcome()
         try:
             self.manager = InstanceManager(
                 self.base_port, self.max_retries, self.host, reactor=self._reactor,
@@ -226,21 +232,21 @@ class SipInstancesService(service.Service):
         self._settle()
         if self.stop_reactor_on_failure:
             log.error("nothing to serve: stopping")
-            reactor = self._reactor
-            if reactor is None:
-                from twisted.internet import reactor  # type: ignore[no-redef]
+            reactor = self._reactor if self._reactor is not None else _global_reactor()
             reactor.callWhenRunning(_stop_reactor, reactor)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        self._started = False  # when_serving() now waits for the next start
+        if self._serving.done:  # when_serving() now waits for the next start
+            self._serving = Outcome()
         manager = self.manager
         if manager is None or not manager.instances:
             return succeed(None)
         count = len(manager.instances)
         log.info("stopping {count} SIP instance(s)", count=count)
         engine, self.engine = self.engine, None
-        d = engine.stop("service stopping") if engine is not None else succeed(None)
+        d: Deferred[Any] = engine.stop("service stopping") if engine is not None \
+            else succeed(None)
         d.addBoth(lambda _: manager.cleanup())
 
         def stopped(_: object) -> None:
@@ -248,6 +254,41 @@ class SipInstancesService(service.Service):
 
         d.addCallback(stopped)
         return d
+
+
+def log_result(result: ScenarioResult, logger: Logger | None = None) -> None:
+    """Log a finished run's ladder and summary through twisted.logger (one event each)."""
+    logger = logger or log
+    logger.info("scenario ladder:\n{ladder}", ladder=text_ladder(result))
+    logger.info("{summary}", summary=summary_text(result), outcome=result.outcome)
+
+
+def run_once_serving(manager: InstanceManager, graph: ExecutionGraph, *,
+                     engine: Engine | None = None, log_ladder: bool = True,
+                     ) -> Deferred[ScenarioResult | None]:
+    """Run `graph` once on the manager's serving instances and log it all; they keep serving.
+
+    For ``twistd sipinstances`` (``--scenario FLOW.json`` and the start-up demo). The events
+    go to twisted.logger (SIP messages only when the manager does not log them itself
+    already), then the ladder and the summary. Never fails: a flow that cannot run (refused
+    nodes, a DN the service does not run) is logged as an error and the Deferred fires with
+    None. Pass your own `engine` to be able to ``engine.stop()`` the run from stopService.
+    """
+    if engine is None:
+        engine = Engine(manager, events=EventStream(log_sip=not manager.log_messages))
+
+    def logged(result: ScenarioResult) -> ScenarioResult:
+        if log_ladder:
+            log_result(result)
+        return result
+
+    def refused(failure: Any) -> None:
+        log.error("scenario not run: {error}", error=failure.getErrorMessage())
+        return None
+
+    d: Deferred[Any] = engine.run_on_serving(graph)
+    d.addCallbacks(logged, refused)
+    return d
 
 
 def freeze_startup_objects() -> None:
@@ -262,7 +303,13 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def _stop_reactor(reactor: Any) -> None:
+def _global_reactor() -> ServiceReactor:
+    # Imported when needed, so that twistd has installed the reactor it was asked for.
+    from twisted.internet import reactor
+    return reactor  # type: ignore[return-value]
+
+
+def _stop_reactor(reactor: ServiceReactor) -> None:
     try:
         reactor.stop()
     except ReactorNotRunning:

@@ -15,6 +15,14 @@ test delivers them with `FakeNetwork.pump` or lets time pass with `FakeNetwork.a
     network.run(network.cleanup())
     assert not network.clock.getDelayedCalls()
 
+The network is also a reactor as far as twsip needs one: it provides ``listenUDP``
+(IReactorUDP) and the clock (IReactorTime, delegated to its `Clock`), so the manager and
+the engine run whole flows on it, the way ``treq.testing`` runs a real ``Agent`` in memory::
+
+    network = FakeNetwork()
+    manager = InstanceManager(base_port=5060, reactor=network)
+    result = network.run(Engine(manager, reactor=network).run(graph))
+
 Each direction between two addresses can be impaired (`Impairment`: loss, duplication,
 reordering) from a seeded random generator, so a failure seen once is seen every time.
 Datagrams held back for reordering live in the network, not on the Clock, so a test can
@@ -23,19 +31,23 @@ still assert that the instances left no DelayedCall behind.
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twsip.sip.instance import SipInstance
 from twsip.sip.transaction import TimerSettings
@@ -52,6 +64,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+UDP_MAX = 65535  # the largest datagram a write may carry
 
 
 class LoggedFailures:
@@ -150,7 +164,11 @@ class Impairment:
 
 
 class FakeDatagramTransport:
-    """The transport a protocol attached to a `FakeNetwork` writes to (IUDPTransport-like)."""
+    """The transport a protocol attached to a `FakeNetwork` writes to (IUDPTransport-like),
+    and the listening port that `FakeNetwork.listenUDP` returns (getHost, stopListening).
+
+    Like a real port, it hands the protocol at most `maxPacketSize` bytes of a datagram.
+    """
 
     def __init__(self, network: "FakeNetwork", protocol: DatagramProtocol,
                  address: Address) -> None:
@@ -168,7 +186,7 @@ class FakeDatagramTransport:
             raise ValueError("FakeDatagramTransport.write needs a destination address")
         if not isinstance(data, bytes):
             raise TypeError(f"datagrams are bytes, not {type(data).__name__}")
-        if len(data) > self.maxPacketSize:
+        if len(data) > UDP_MAX:
             raise ValueError(f"datagram of {len(data)} bytes is larger than a UDP datagram")
         self.network._send(self.address, (addr[0], int(addr[1])), data)
 
@@ -204,6 +222,7 @@ class Endpoint(DatagramProtocol):
         return received
 
 
+@implementer(IReactorUDP, IReactorTime)
 class FakeNetwork:
     """Datagram delivery between protocols in memory, driven by a `Clock`.
 
@@ -249,6 +268,30 @@ class FakeNetwork:
         self._endpoints[address] = protocol
         protocol.makeConnection(transport)  # type: ignore[arg-type]
         return transport
+
+    def listenUDP(self, port: int, protocol: DatagramProtocol,  # noqa: N802
+                  interface: str = "", maxPacketSize: int = 8192,  # noqa: N803
+                  ) -> FakeDatagramTransport:
+        """IReactorUDP: bind `protocol` at interface:port (port 0: a free one); a taken
+        address raises CannotListenError, as the real reactor does."""
+        host = interface or self.host
+        if port and (host, port) in self._endpoints:
+            raise CannotListenError(host, port,
+                                    OSError(errno.EADDRINUSE, "Address already in use"))
+        transport = self.attach(protocol, port or None, host)
+        transport.maxPacketSize = maxPacketSize
+        return transport
+
+    # -- IReactorTime, on the network's Clock ----------------------------------------------
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def callLater(self, delay: float, callable: Callable[..., object],  # noqa: N802
+                  *args: object, **kw: object) -> IDelayedCall:
+        return self.clock.callLater(delay, callable, *args, **kw)
+
+    def getDelayedCalls(self) -> Sequence[IDelayedCall]:  # noqa: N802
+        return self.clock.getDelayedCalls()
 
     def detach(self, protocol: DatagramProtocol) -> None:
         """Take `protocol` off the network (what stopListening does on a real port)."""
@@ -356,7 +399,8 @@ class FakeNetwork:
                 continue
             count += 1
             self.delivered += 1
-            protocol.datagramReceived(data, source)
+            limit = getattr(protocol.transport, "maxPacketSize", UDP_MAX)
+            protocol.datagramReceived(data[:limit], source)
         return count
 
     def _next_event(self) -> float | None:
@@ -445,8 +489,6 @@ class FakeNetwork:
 
     def cleanup(self) -> "Deferred[None]":
         """`cleanup()` every instance added with `add_instance`; fires when all are done."""
-        from twisted.internet.defer import DeferredList
-
         d = DeferredList([instance.cleanup() for instance in self.instances])
         d.addCallback(lambda _: None)
         return d

@@ -20,11 +20,11 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from twsip.config import KNOWN_CODECS, SipInstanceConfig
+from twsip.sip.lexical import wire_number
 
 __all__ = [
     "KNOWN_COMMANDS",
     "KNOWN_EVENTS",
-    "UNSUPPORTED",
     "ExecutionGraph",
     "FlowWarning",
     "InstanceChain",
@@ -43,12 +43,8 @@ KNOWN_EVENTS = (
     "INCOMING", "DISCONNECTED", "RINGING", "TIMEOUT",
     "DTMFReceived", "HELD", "RETRIEVED", "TRANSFERRED",
 )
-# Valid in a flow file, but they need media or transfer support the engine lacks; they
-# parse so that a flow is judged once, and the engine refuses them by name.
-UNSUPPORTED = (
-    "PlayAudio", "SendDTMF", "Hold", "Retrieve", "BlindTransfer", "MuteTransfer",
-    "DTMFReceived", "HELD", "RETRIEVED", "TRANSFERRED",
-)
+# Every node of the builder's language parses, so that a flow is judged once; which of
+# them the engine can run is its node registry's business (twsip.flow.registry).
 
 DEFAULT_CALL_ID = "call-1"
 DEFAULT_TIMEOUT_MS = 10000
@@ -157,10 +153,6 @@ class ExecutionGraph:
     # What the file asks for that runs differently than written, in file order.
     warnings: tuple[FlowWarning, ...] = ()
 
-    def unsupported_nodes(self) -> list[ScenarioNode]:
-        """Nodes the engine cannot run yet, in file order, so it can refuse the flow by name."""
-        return [node for node in self.nodes.values() if node.name in UNSUPPORTED]
-
     @property
     def configs(self) -> list[SipInstanceConfig]:
         """The instances to create for this flow, in file order (for the manager)."""
@@ -236,11 +228,11 @@ def _show(value: Any) -> str:
     return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
-class _Parser:
-    """One parse: the checks run in passes, each relying on the ones before."""
+class _FieldReader:
+    """Reads one field of a node's data the way the builder writes it, or fails naming the
+    node (by its label, once known) and the field."""
 
-    def __init__(self, doc: Any) -> None:
-        self.doc = doc
+    def __init__(self) -> None:
         self.labels: dict[str, str | None] = {}
         self.warnings: list[FlowWarning] = []
 
@@ -250,6 +242,67 @@ class _Parser:
     def warn(self, node: str | None, field: str | None, reason: str) -> None:
         self.warnings.append(
             FlowWarning(reason, node, field, self.labels.get(node) if node else None))
+
+    def opt_str(self, nid: str, data: dict[str, Any], key: str) -> str | None:
+        """A string field; absent, null and blank all mean "not given", as the builder
+        leaves an emptied input as "" rather than dropping it."""
+        value = data.get(key)
+        if value is None:
+            return None
+        if key in _NUMBER_LIKE and isinstance(value, int) and not isinstance(value, bool) \
+                and value >= 0:
+            return str(value)  # "dn": 100, "digits": 123: numbers typed into a text box
+        if not isinstance(value, str):
+            self.fail(nid, f"data.{key}", f"{key} must be a string, not {_show(value)}")
+        return value.strip() or None
+
+    def opt_int(self, nid: str, data: dict[str, Any], key: str,
+                low: int, high: int | None = None) -> int | None:
+        value = data.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        number = value
+        if isinstance(value, str) and wire_number(value.strip()) is not None:
+            number = wire_number(value.strip())
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        if (isinstance(number, bool) or not isinstance(number, int) or number < low
+                or (high is not None and number > high)):
+            bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            self.fail(nid, f"data.{key}", f"{key} must be a whole number {bounds}, "
+                                          f"not {_show(value)}")
+        return number
+
+    def positive_ms(self, nid: str, data: dict[str, Any], key: str, default: int) -> int:
+        """Milliseconds as the builder writes them: a number or a numeric string, never a bool."""
+        value = data.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return default
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value > 0:
+                return value
+            number: float = math.nan
+        elif isinstance(value, float):
+            number = value
+        elif isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+        else:
+            number = math.nan
+        if not (number > 0 and math.isfinite(number)):
+            self.fail(nid, f"data.{key}",
+                      f"{key} must be a positive number of milliseconds, not {_show(value)}")
+        return math.ceil(number)
+
+
+class _Parser(_FieldReader):
+    """One parse: the checks run in passes, each relying on the ones before."""
+
+    def __init__(self, doc: Any) -> None:
+        super().__init__()
+        self.doc = doc
 
     def graph(self) -> ExecutionGraph:
         raw = self.collect_nodes()
@@ -529,56 +582,3 @@ class _Parser:
                 if nid in table:
                     inherited[table[nid][0]][owner] = None
         return owners
-
-    def opt_str(self, nid: str, data: dict[str, Any], key: str) -> str | None:
-        """A string field; absent, null and blank all mean "not given", as the builder
-        leaves an emptied input as "" rather than dropping it."""
-        value = data.get(key)
-        if value is None:
-            return None
-        if key in _NUMBER_LIKE and isinstance(value, int) and not isinstance(value, bool) \
-                and value >= 0:
-            return str(value)  # "dn": 100, "digits": 123: numbers typed into a text box
-        if not isinstance(value, str):
-            self.fail(nid, f"data.{key}", f"{key} must be a string, not {_show(value)}")
-        return value.strip() or None
-
-    def opt_int(self, nid: str, data: dict[str, Any], key: str,
-                low: int, high: int | None = None) -> int | None:
-        value = data.get(key)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        number = value
-        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-            number = int(value)
-        elif isinstance(value, float) and value.is_integer():
-            number = int(value)
-        if (isinstance(number, bool) or not isinstance(number, int) or number < low
-                or (high is not None and number > high)):
-            bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            self.fail(nid, f"data.{key}", f"{key} must be a whole number {bounds}, "
-                                          f"not {_show(value)}")
-        return number
-
-    def positive_ms(self, nid: str, data: dict[str, Any], key: str, default: int) -> int:
-        """Milliseconds as the builder writes them: a number or a numeric string, never a bool."""
-        value = data.get(key)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return default
-        if isinstance(value, int) and not isinstance(value, bool):
-            if value > 0:
-                return value
-            number: float = math.nan
-        elif isinstance(value, float):
-            number = value
-        elif isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                number = math.nan
-        else:
-            number = math.nan
-        if not (number > 0 and math.isfinite(number)):
-            self.fail(nid, f"data.{key}",
-                      f"{key} must be a positive number of milliseconds, not {_show(value)}")
-        return math.ceil(number)

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twsip.flow.events import event_to_dict, format_event
+from twsip.flow.result import ScenarioResult
 from twsip.report.ladder import ladder_arrows
-
-if TYPE_CHECKING:
-    from twsip.flow.engine import ScenarioResult
 
 __all__ = ["REPORT_VERSION", "result_to_dict", "summary_text", "write_report"]
 

@@ -15,12 +15,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from html import escape
-from typing import TYPE_CHECKING
 
 from twsip.flow.events import SipMessage
-
-if TYPE_CHECKING:
-    from twsip.flow.engine import ScenarioResult
+from twsip.flow.result import ScenarioResult
 
 __all__ = ["Arrow", "Lane", "html_ladder", "ladder_arrows", "text_ladder", "write_html_ladder"]
 

@@ -1,0 +1,79 @@
+"""What a finished run is: its outcome, each node's record and everything it saw.
+
+These types sit below the engine so that the reports (twsip/report) can read results
+without importing the engine that makes them: the layers only point down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from twsip.flow.events import Event, InstanceInfo, SipMessage
+
+__all__ = [
+    "CANCELLED",
+    "COMPLETED",
+    "FAILED",
+    "NodeRecord",
+    "PENDING",
+    "RUNNING",
+    "STOPPED",
+    "ScenarioResult",
+]
+
+# node states
+PENDING = "pending"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+# run outcomes: COMPLETED, FAILED or
+STOPPED = "stopped"
+
+
+@dataclass
+class NodeRecord:
+    """A node's life in one run. Times are seconds since the run started."""
+
+    id: str
+    label: str
+    name: str
+    kind: str
+    instance_id: str
+    dn: str
+    state: str = PENDING
+    started: float | None = None
+    ended: float | None = None
+    detail: str = ""
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.ended is None:
+            return None
+        return self.ended - self.started
+
+
+@dataclass
+class ScenarioResult:
+    """What a run did: its outcome, every node's record, every SIP message, every event."""
+
+    outcome: str  # COMPLETED, FAILED or STOPPED
+    reason: str
+    node_id: str | None  # the node that failed the run, if one did
+    node_label: str | None
+    started: float  # engine clock seconds
+    ended: float
+    instances: list[InstanceInfo]
+    nodes: dict[str, NodeRecord]
+    messages: list[SipMessage]
+    events: list[Event]
+    # SIP Call-ID -> the flow's callId of the call it belongs to ("call-1")
+    calls: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == COMPLETED
+
+    @property
+    def duration(self) -> float:
+        return self.ended - self.started
