@@ -19,6 +19,7 @@ import pytest_twisted
 from twsip.__main__ import EXIT_INVALID, EXIT_OK, main, run_cli
 from twsip.flow.check import plan_flow, predicted_addresses, target_warnings
 from twsip.flow.model import ScenarioError, load_scenario, parse_scenario
+from twsip.testing import FakeNetwork
 
 BUILDER = Path(__file__).resolve().parent / "data" / "builder"
 RUNNABLE = ("default-settings.json", "v1.0-basic-call.json", "v1.1-basic-call.json")
@@ -244,3 +245,47 @@ async def test_run_prints_the_warnings_before_it_starts(tmp_path: Path) -> None:
         f"twsip: {path}: warning: node 'a' (100): data.register: register is true (the "
         f"default) but there is no pbxHost, so there is nothing to register to: DN 100 runs "
         f"unregistered, reachable by its DN"]
+
+
+# -- they run: in memory, on the ports the builder assumes ----------------------------------
+
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_builder_flow_runs_unedited(network: FakeNetwork, name: str, tmp_path: Path) -> None:
+    """`python -m twsip run flow.json` on the default base port: exit 0, warnings reported."""
+    out, err = io.StringIO(), io.StringIO()
+    report = tmp_path / "report.json"
+    status = network.run(run_cli(["run", str(BUILDER / name), "--report", str(report)],
+                                 reactor=network, stdout=out, stderr=err))
+    assert status == EXIT_OK, out.getvalue() + err.getvalue()
+    data = json.loads(report.read_text())
+    assert data["outcome"] == "completed"
+    assert {n["state"] for n in data["nodes"]} == {"completed"}
+    assert [w["field"] for w in data["warnings"]] == ["data.register", "data.register"]
+    assert "Result: COMPLETED" in out.getvalue()
+    assert out.getvalue().count("warning: node") == 2  # in the summary; stderr had them first
+    assert err.getvalue().count(": warning: node") == 2
+
+
+def test_builder_ports_elsewhere_warn_at_run_time_with_the_real_address(
+        network: FakeNetwork) -> None:
+    from twsip.flow.engine import Engine
+    from twsip.manager import InstanceManager
+
+    graph = load_scenario(BUILDER / "default-settings.json")
+    manager = InstanceManager(base_port=7000, reactor=network)
+    result = network.run(Engine(manager, reactor=network).run(graph))
+    texts = [str(w) for w in result.warnings]
+    assert any("which is at 127.0.0.1:7002, not 127.0.0.1:5062" in t for t in texts)
+    assert result.outcome == "failed"  # nobody listens on 5062: the call times out
+    warned = [e for e in result.events if getattr(e, "kind", "") == "warning"]
+    assert [e.text for e in warned] == texts
+
+
+def test_register_to_a_pbx_is_refused_rather_than_silently_skipped(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "pbx.json"
+    path.write_text(flow([inst("a", "100", label="Alice", register=True,
+                               pbxHost="127.0.0.1", pbxPort="5080")]))
+    assert main(["check", str(path)]) == EXIT_INVALID
+    out = capsys.readouterr().out
+    assert "node 'a' (Alice): data.register: register is true with pbxHost 127.0.0.1" in out

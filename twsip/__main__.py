@@ -152,21 +152,26 @@ def _prepare(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> Any:
 async def _execute(args: Any, graph: Any, name: str, reactor: UDPReactor, stdout: TextIO,
                    stderr: TextIO, engines: list | None = None) -> int:
     from twsip.flow.engine import Engine
-    from twsip.flow.events import SipMessage, format_event
+    from twsip.flow.events import ScenarioWarning, SipMessage, format_event
     from twsip.report.ladder import text_ladder, write_html_ladder
     from twsip.manager import InstanceManager
     from twsip.report.jsonreport import summary_text, write_report
     from twsip.flow.model import ScenarioError
 
+    from twsip.flow.check import plan_flow
+
     manager = InstanceManager(base_port=args.base_port, max_retries=args.max_retries,
                               reactor=reactor)
     engine = Engine(manager, reactor=reactor)
+    warned = {str(warning) for warning in plan_flow(graph, args.base_port).warnings}
     if engines is not None:
         engines.append(engine)
 
     def show(event: Any) -> None:
         if args.no_sip and isinstance(event, SipMessage):
             return
+        if isinstance(event, ScenarioWarning) and event.text in warned:
+            return  # said on stderr before the run started
         stdout.write(format_event(event) + "\n")
         stdout.flush()
 

@@ -3,6 +3,8 @@
 While the engine runs a flow it emits five kinds of event, in this order of life:
 
 * `ScenarioStarted` - the instances (DN, address) and the number of nodes;
+* `ScenarioWarning` - something the flow asks for that runs differently than written
+  (register without a PBX, a codec twsip lacks, a targetUri for other ports), one each;
 * `NodeStateChanged` - a node went pending -> running -> completed / failed / cancelled;
 * `ActionLog` - one human line about what a node did ("calling 200 at sip:...");
 * `SipMessage` - one real SIP message seen at one instance (sent or received), with its
@@ -36,6 +38,7 @@ __all__ = [
     "NodeStateChanged",
     "ScenarioFinished",
     "ScenarioStarted",
+    "ScenarioWarning",
     "SipMessage",
     "event_to_dict",
     "format_event",
@@ -153,6 +156,20 @@ class SipMessage:
 
 
 @dataclass(frozen=True)
+class ScenarioWarning:
+    kind: ClassVar[str] = "warning"
+    log_format: ClassVar[str] = "warning: {text}"
+    time: float
+    elapsed: float
+    text: str  # the node, the field and why, as one sentence
+    node_id: str | None = None
+    field: str | None = None
+
+    def log_fields(self) -> dict[str, Any]:
+        return _fields(self)
+
+
+@dataclass(frozen=True)
 class ScenarioFinished:
     kind: ClassVar[str] = "scenario-finished"
     log_format: ClassVar[str] = "scenario {outcome} after {elapsed:.3f} s{where}: {reason}"
@@ -170,7 +187,8 @@ class ScenarioFinished:
         return fields
 
 
-Event = Union[ScenarioStarted, NodeStateChanged, ActionLog, SipMessage, ScenarioFinished]
+Event = Union[ScenarioStarted, ScenarioWarning, NodeStateChanged, ActionLog, SipMessage,
+              ScenarioFinished]
 Subscriber = Callable[[Event], None]
 
 
@@ -233,7 +251,9 @@ class EventStream:
             self._log.debug("{text}", text=event.text, call_id=event.call_id, dn=event.dn)
             return
         level = LogLevel.info
-        if isinstance(event, ScenarioFinished) and event.outcome != "completed":
+        if isinstance(event, ScenarioWarning):
+            level = LogLevel.warn
+        elif isinstance(event, ScenarioFinished) and event.outcome != "completed":
             level = LogLevel.warn
         elif isinstance(event, NodeStateChanged) and event.state == "failed":
             level = LogLevel.warn
@@ -258,6 +278,8 @@ def format_event(event: Event) -> str:
         arrow, prep = ("->", "to") if event.direction == "out" else ("<-", "from")
         return (f"{stamp}  [{event.dn}] {arrow} {event.summary} {prep} {event.peer_name}"
                 f"  Call-ID {event.call_id}")
+    if isinstance(event, ScenarioWarning):
+        return f"{stamp}  warning: {event.text}"
     if isinstance(event, ScenarioFinished):
         where = f" at {event.node_label} (node {event.node_id})" if event.node_id else ""
         return f"{stamp}  scenario {event.outcome.upper()}{where}: {event.reason}"

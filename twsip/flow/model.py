@@ -297,69 +297,9 @@ class _FieldReader:
         return math.ceil(number)
 
 
-class _Parser(_FieldReader):
-    """One parse: the checks run in passes, each relying on the ones before."""
-
-    def __init__(self, doc: Any) -> None:
-        super().__init__()
-        self.doc = doc
-
-    def graph(self) -> ExecutionGraph:
-        raw = self.collect_nodes()
-        instances = {nid: self.instance(nid, data)
-                     for nid, (ntype, data) in raw.items() if ntype == "sipInstance"}
-        self.check_unique_dns(instances)
-        fields = {nid: self.flow_node(nid, ntype, data, instances)
-                  for nid, (ntype, data) in raw.items() if ntype != "sipInstance"}
-        starts, branches = self.edges(raw, instances)
-        order = self.topological_order(fields, branches)
-        owners = self.resolve_instances(fields, order, starts, branches)
-        dns = [config.dn for config in instances.values()]
-        nodes = {}
-        for nid, kw in fields.items():
-            if nid not in owners:
-                continue  # on the canvas, but connected to no instance: warned about
-            kw["instance_id"] = owners[nid]
-            if kw["name"] == "INCOMING":
-                kw["number"] = kw["number"] or instances[owners[nid]].dn
-                if kw["number"] not in dns:
-                    self.fail(nid, "data.number",
-                              f"INCOMING waits on DN {kw['number']!r}, but no sipInstance has "
-                              f"that DN (DNs: {', '.join(dns)})")
-            nodes[nid] = ScenarioNode(**kw, success=branches["success"].get(nid, (None,))[0],
-                                      failure=branches["failure"].get(nid, (None,))[0])
-        chains = tuple(InstanceChain(config, tuple(starts[iid]))
-                       for iid, config in instances.items())
-        return ExecutionGraph(chains, MappingProxyType(nodes), tuple(self.warnings))
-
-    def collect_nodes(self) -> dict[str, tuple[str, dict[str, Any]]]:
-        if not isinstance(self.doc, dict):
-            self.fail(None, None, "the file must hold a JSON object with \"nodes\" and \"edges\"")
-        nodes = self.doc.get("nodes")
-        if not isinstance(nodes, list):
-            self.fail(None, "nodes", "the file needs a \"nodes\" list")
-        raw: dict[str, tuple[str, dict[str, Any]]] = {}
-        for i, node in enumerate(nodes):
-            if not isinstance(node, dict):
-                self.fail(None, f"nodes[{i}]", f"a node must be an object, not {_show(node)}")
-            nid = node.get("id")
-            if not isinstance(nid, str) or not nid:
-                self.fail(None, f"nodes[{i}].id", "a node needs a non-empty string id")
-            if nid in raw:
-                self.fail(nid, "id", f"nodes[{i}] reuses the id of an earlier node")
-            data = node.get("data")
-            if data is None:
-                data = {}
-            if not isinstance(data, dict):
-                self.fail(nid, "data", f"data must be an object, not {_show(data)}")
-            self.labels[nid] = next((data[k] for k in ("label", "command", "event", "dn")
-                                     if isinstance(data.get(k), str) and data[k].strip()), None)
-            ntype = node.get("type")
-            if not isinstance(ntype, str) or ntype not in _NODE_TYPES:
-                self.fail(nid, "type", f"unknown node type {_show(ntype)}; "
-                                       f"a node is a sipInstance, a command or an event")
-            raw[nid] = (ntype, data)
-        return raw
+class _InstanceReader(_FieldReader):
+    """Reads sipInstance nodes: the builder's defaults (register, codecs) taken with a
+    warning where local mode runs them differently."""
 
     def instance(self, nid: str, data: dict[str, Any]) -> SipInstanceConfig:
         dn = self.opt_str(nid, data, "dn") if not isinstance(data.get("dn"), bool) else None
@@ -429,6 +369,72 @@ class _Parser(_FieldReader):
                 self.fail(nid, "data.dn", f"DN {config.dn!r} is already used by node {first!r} "
                                           f"({instances[first].label}); DNs must be unique")
             owner[config.dn] = nid
+
+
+class _Parser(_InstanceReader):
+    """One parse: the checks run in passes, each relying on the ones before."""
+
+    def __init__(self, doc: Any) -> None:
+        super().__init__()
+        self.doc = doc
+
+    def graph(self) -> ExecutionGraph:
+        raw = self.collect_nodes()
+        instances = {nid: self.instance(nid, data)
+                     for nid, (ntype, data) in raw.items() if ntype == "sipInstance"}
+        self.check_unique_dns(instances)
+        fields = {nid: self.flow_node(nid, ntype, data, instances)
+                  for nid, (ntype, data) in raw.items() if ntype != "sipInstance"}
+        starts, branches = self.edges(raw, instances)
+        order = self.topological_order(fields, branches)
+        owners = self.resolve_instances(fields, order, starts, branches)
+        dns = [config.dn for config in instances.values()]
+        nodes = {}
+        for nid, kw in fields.items():
+            if nid not in owners:
+                continue  # on the canvas, but connected to no instance: warned about
+            kw["instance_id"] = owners[nid]
+            if kw["name"] == "INCOMING":
+                kw["number"] = kw["number"] or instances[owners[nid]].dn
+                if kw["number"] not in dns:
+                    self.fail(nid, "data.number",
+                              f"INCOMING waits on DN {kw['number']!r}, but no sipInstance has "
+                              f"that DN (DNs: {', '.join(dns)})")
+            nodes[nid] = ScenarioNode(**kw, success=branches["success"].get(nid, (None,))[0],
+                                      failure=branches["failure"].get(nid, (None,))[0])
+        chains = tuple(InstanceChain(config, tuple(starts[iid]))
+                       for iid, config in instances.items())
+        self.warn_unreachable(nodes, chains)
+        return ExecutionGraph(chains, MappingProxyType(nodes), tuple(self.warnings))
+
+    def collect_nodes(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        if not isinstance(self.doc, dict):
+            self.fail(None, None, "the file must hold a JSON object with \"nodes\" and \"edges\"")
+        nodes = self.doc.get("nodes")
+        if not isinstance(nodes, list):
+            self.fail(None, "nodes", "the file needs a \"nodes\" list")
+        raw: dict[str, tuple[str, dict[str, Any]]] = {}
+        for i, node in enumerate(nodes):
+            if not isinstance(node, dict):
+                self.fail(None, f"nodes[{i}]", f"a node must be an object, not {_show(node)}")
+            nid = node.get("id")
+            if not isinstance(nid, str) or not nid:
+                self.fail(None, f"nodes[{i}].id", "a node needs a non-empty string id")
+            if nid in raw:
+                self.fail(nid, "id", f"nodes[{i}] reuses the id of an earlier node")
+            data = node.get("data")
+            if data is None:
+                data = {}
+            if not isinstance(data, dict):
+                self.fail(nid, "data", f"data must be an object, not {_show(data)}")
+            self.labels[nid] = next((data[k] for k in ("label", "command", "event", "dn")
+                                     if isinstance(data.get(k), str) and data[k].strip()), None)
+            ntype = node.get("type")
+            if not isinstance(ntype, str) or ntype not in _NODE_TYPES:
+                self.fail(nid, "type", f"unknown node type {_show(ntype)}; "
+                                       f"a node is a sipInstance, a command or an event")
+            raw[nid] = (ntype, data)
+        return raw
 
     def flow_node(self, nid: str, ntype: str, data: dict[str, Any],
                   instances: dict[str, SipInstanceConfig]) -> dict[str, Any]:
@@ -551,6 +557,22 @@ class _Parser(_FieldReader):
         path = " -> ".join(repr(n) for n in [*loop, first])
         self.fail(first, f"edges[{index}]",
                   f"the edges form a cycle ({path}); a flow must not loop")
+
+    def warn_unreachable(self, nodes: Mapping[str, ScenarioNode],
+                         chains: tuple[InstanceChain, ...]) -> None:
+        """A node with its sipInstanceId but below no chain is kept (the record shows it
+        pending) and said once: it never runs."""
+        seen: set[str] = set()
+        todo = [nid for chain in chains for nid in chain.start_nodes]
+        while todo:
+            nid = todo.pop()
+            if nid not in seen:
+                seen.add(nid)
+                todo.extend(n for n in (nodes[nid].success, nodes[nid].failure) if n)
+        for nid in nodes:
+            if nid not in seen:
+                self.warn(nid, "data.sipInstanceId", "not connected below a sipInstance node, "
+                                                     "so it never runs")
 
     def resolve_instances(self, fields: dict[str, Any], order: list[str],
                           starts: dict[str, list[str]],

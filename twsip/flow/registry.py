@@ -68,10 +68,18 @@ def unsupported_nodes(graph: ExecutionGraph) -> list[ScenarioNode]:
 def check_runnable(graph: ExecutionGraph) -> None:
     """Refuse, before anything starts, a flow the engine cannot run (ScenarioError).
 
-    That is: nodes no handler runs (listed by name), and nodes whose handler finds them
+    That is: nodes no handler runs (listed by name), nodes whose handler finds them
     unfit for this graph (a MakeCall whose target is neither a DN of the flow nor a
-    loopback sip: URI).
+    loopback sip: URI), and instances that ask to register to a PBX: twsip does not
+    register yet, and a PBX test that quietly ran without its PBX would pass for nothing.
     """
+    for config in graph.configs:
+        if config.register and config.pbx_host:
+            raise ScenarioError(
+                f"register is true with pbxHost {config.pbx_host}, but twsip cannot register "
+                f"to a PBX yet; set \"register\": false to run the flow without the PBX "
+                f"(calls then go straight between the instances)",
+                config.id, "data.register", config.label)
     unsupported = unsupported_nodes(graph)
     if unsupported:
         listed = ", ".join(f"{n.id!r} ({n.label}: {n.name})" for n in unsupported)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from twsip.flow.events import Event, InstanceInfo, SipMessage
+from twsip.flow.model import FlowWarning
 
 __all__ = [
     "CANCELLED",
@@ -69,6 +70,8 @@ class ScenarioResult:
     events: list[Event]
     # SIP Call-ID -> the flow's callId of the call it belongs to ("call-1")
     calls: dict[str, str] = field(default_factory=dict)
+    # what the flow asked for that ran differently than written
+    warnings: list[FlowWarning] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

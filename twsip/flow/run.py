@@ -16,8 +16,15 @@ from twisted.internet.defer import Deferred, DeferredList, TimeoutError
 from twisted.logger import Logger
 
 from twsip.flow.calls import CallRegistry
-from twsip.flow.events import EventStream, InstanceInfo, ScenarioFinished, ScenarioStarted
-from twsip.flow.model import ExecutionGraph, ScenarioNode
+from twsip.flow.check import target_warnings
+from twsip.flow.events import (
+    EventStream,
+    InstanceInfo,
+    ScenarioFinished,
+    ScenarioStarted,
+    ScenarioWarning,
+)
+from twsip.flow.model import ExecutionGraph, FlowWarning, ScenarioNode
 from twsip.flow.nodes.base import NodeContext, NodeFailed
 from twsip.flow.recorder import Recorder
 from twsip.flow.registry import handler_for
@@ -76,6 +83,7 @@ class Run:
         self.outcome: str | None = None
         self.reason = ""
         self.failed_node: ScenarioNode | None = None
+        self.warnings: list[FlowWarning] = []
         self.done = Outcome()
         self._paused: list[SipInstance] = []
 
@@ -89,7 +97,11 @@ class Run:
                               m.config.color) for iid, m in self.instances.items()]
         recorder.emit(ScenarioStarted(self.clock.seconds(), 0.0, tuple(infos),
                                       len(self.graph.nodes)))
-        self.warn_unreachable()
+        addresses = {m.config.dn: (m.ua.host, m.port) for m in self.instances.values()}
+        self.warnings = [*self.graph.warnings, *target_warnings(self.graph, addresses)]
+        for warning in self.warnings:
+            recorder.emit(ScenarioWarning(self.clock.seconds(), recorder.elapsed(),
+                                          str(warning), warning.node, warning.field))
         try:
             for chain_def in self.graph.instances:
                 for start in chain_def.start_nodes:
@@ -112,22 +124,8 @@ class Run:
             node_label=self.failed_node.label if self.failed_node else None,
             started=recorder.start, ended=self.clock.seconds(), instances=infos,
             nodes=dict(recorder.records), messages=list(recorder.messages),
-            events=list(recorder.events), calls=dict(self.calls.call_names))
-
-    def warn_unreachable(self) -> None:
-        seen: set[str] = set()
-        todo = [n for chain in self.graph.instances for n in chain.start_nodes]
-        while todo:
-            nid = todo.pop()
-            if nid in seen:
-                continue
-            seen.add(nid)
-            node = self.graph.nodes[nid]
-            todo.extend(n for n in (node.success, node.failure) if n is not None)
-        for nid, node in self.graph.nodes.items():
-            if nid not in seen:
-                self.recorder.node_action(node, f"{node.label} (node {nid}) is not connected "
-                                                f"below a sipInstance node, so it never runs")
+            events=list(recorder.events), calls=dict(self.calls.call_names),
+            warnings=list(self.warnings))
 
     async def run_chain(self, chain: _Chain) -> None:
         recorder = self.recorder

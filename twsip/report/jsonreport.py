@@ -39,6 +39,8 @@ def result_to_dict(result: ScenarioResult, flow: str | None = None) -> dict[str,
             "duration": _round(r.duration), "detail": r.detail,
         } for r in result.nodes.values()],
         "calls": result.calls,
+        "warnings": [{"node": w.node, "node_label": w.label, "field": w.field,
+                      "reason": w.reason, "text": str(w)} for w in result.warnings],
         "messages": [{
             "time": round(m.elapsed, 6), "direction": m.direction, "instance": m.instance_id,
             "dn": m.dn, "local": f"{m.local[0]}:{m.local[1]}",
@@ -85,6 +87,7 @@ def summary_text(result: ScenarioResult) -> str:
     lines = [head, f"  {result.reason}",
              f"  nodes: {counts}; SIP messages: {len(arrows)} on the wire, "
              f"{len(result.messages)} captured at the instances"]
+    lines += [f"  warning: {warning}" for warning in result.warnings]
     width = max([len(r.label) for r in result.nodes.values()] + [4])
     for record in result.nodes.values():
         timing = ""
