@@ -58,10 +58,6 @@ class AckWait:
         self._call: DelayedCall | None = None
         self._schedule()
 
-    @property
-    def active(self) -> bool:
-        return self._call is not None
-
     def stop(self) -> None:
         cancel_call(self._call)
         self._call = None

@@ -1,13 +1,14 @@
 """Who watches the messages of an instance: observers (ladders, reports, the flow engine)
 and the message log.
 
-Kept apart from the datagram path: the instance only asks `wanted` (a list and a flag) per
-message and calls `notify` when somebody listens, so a quiet instance pays nothing more.
+Kept apart from the datagram path: per message the instance only tests its `observers`
+list and the `log_messages` flag, and calls `notify` when somebody listens, so a quiet
+instance pays nothing more.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 from twisted.logger import Logger
 
@@ -15,12 +16,20 @@ from twsip.sip.clock import Clock
 from twsip.sip.message import Message, Request, Response
 from twsip.sip.uri import Address
 
-if TYPE_CHECKING:
-    from twsip.sip.instance import SipInstance
-
 __all__ = ["MessageEvent", "MessageObservers", "Observer", "summary"]
 
 log = Logger(namespace="twsip.instance")
+
+
+class Instance(Protocol):
+    """What an event says of the instance that saw the message (a `SipInstance`)."""
+
+    @property
+    def dn(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
 
 
 def summary(message: Message) -> str:
@@ -37,7 +46,7 @@ class MessageEvent:
 
     __slots__ = ("direction", "instance", "message", "peer", "time")
 
-    def __init__(self, direction: str, instance: SipInstance, message: Message,
+    def __init__(self, direction: str, instance: Instance, message: Message,
                  peer: Address, time: float) -> None:
         self.direction = direction  # "in" or "out"
         self.instance = instance
@@ -63,17 +72,13 @@ class MessageObservers:
 
     __slots__ = ("instance", "clock", "observers", "log_messages", "trace_messages")
 
-    def __init__(self, instance: SipInstance, clock: Clock, log_messages: bool,
+    def __init__(self, instance: Instance, clock: Clock, log_messages: bool,
                  trace_messages: bool) -> None:
         self.instance = instance
         self.clock = clock
         self.observers: list[Observer] = []
         self.log_messages = log_messages or trace_messages
         self.trace_messages = trace_messages
-
-    @property
-    def wanted(self) -> bool:
-        return bool(self.observers) or self.log_messages
 
     def notify(self, direction: str, message: Message, peer: Address) -> None:
         if self.log_messages:

@@ -1,9 +1,11 @@
 """RFC 3261 §17 transactions over UDP, with the RFC 6026 "Accepted" state.
 
 Four small state machines. Each one's docstring is its transition table; the code below it
-reads the same way. None of them touches a socket: the `TransactionLayer` is handed a
-`send(data, addr, message)` callable and an `IReactorTime`, so tests drive every timer with
-`twisted.internet.task.Clock`.
+reads the same way, and tests/test_transaction_tables.py drives every row. None of them
+touches a socket: the `TransactionLayer` is handed a `send(data, addr, message)` callable
+and a `Clock` (the reactor in service, `twisted.internet.task.Clock` in tests). What a
+transaction reports goes to its transaction user through a declared Protocol
+(`ClientTransactionUser`, `InviteServerUser`), which the dialog layer implements.
 
 Timers live in three slots per transaction (retransmit: A/E/G, timeout: B/F/H, linger:
 D/I/J/K/L/M), and every transition that leaves a state cancels the timers of that state: a
