@@ -38,7 +38,8 @@ class AckWaiter(Protocol):
 
 
 class AckWait:
-    """Resend `response` until `stop()`; after 64*T1 without it, call `owner.no_ack()`.
+    """Resend `response` (the 2xx to the INVITE numbered `cseq`) until `stop()`; after
+    64*T1 without it, call `owner.no_ack()`.
 
     One DelayedCall does both jobs: it is set for the next retransmission, or for the
     give-up time when that comes first (a tie goes to giving up). The owner drops this
@@ -47,10 +48,10 @@ class AckWait:
 
     __slots__ = ("owner", "response", "cseq", "_interval", "_give_up_at", "_call")
 
-    def __init__(self, owner: AckWaiter, response: Response) -> None:
+    def __init__(self, owner: AckWaiter, response: Response, cseq: int) -> None:
         self.owner = owner
         self.response = response
-        self.cseq = response.cseq.number  # the ACK that counts carries the same number
+        self.cseq = cseq  # the ACK that counts carries the same number
         ua = owner.ua
         timers = ua.transactions.timers
         self._interval = timers.t1

@@ -199,20 +199,25 @@ class Session:
             response.set("content-type", "application/sdp")
             response.body = self.local_sdp
         tx.respond(response)
-        self._wait_for_ack(response)
+        self._wait_for_ack(response, request.cseq.number)
 
     # -- the 2xx to an INVITE and its ACK (§13.3.1.4) -------------------------------------
-    def _wait_for_ack(self, response: Response) -> None:
+    def _wait_for_ack(self, response: Response, cseq: int) -> None:
         if self._ack_wait is not None:
             self._ack_wait.stop()
-        self._ack_wait = AckWait(self, response)
+        self._ack_wait = AckWait(self, response, cseq)
 
     def ack_received(self, ack: Request) -> None:
-        """An ACK in this dialog: the one for our pending 2xx stops its retransmission."""
+        """An ACK in this dialog: the one for our pending 2xx stops its retransmission;
+        any other (a retransmission, a late one) changes nothing."""
         wait = self._ack_wait
         if wait is not None and ack.cseq.number == wait.cseq:
             wait.stop()
             self._ack_wait = None  # the 2xx goes with it
+            self._acked(ack)
+
+    def _acked(self, ack: Request) -> None:
+        """The ACK for our last 2xx arrived (a subclass may want its body)."""
 
     def no_ack(self) -> None:
         """64*T1 without the ACK for our 2xx: the dialog is confirmed but ends with BYE."""

@@ -96,14 +96,11 @@ class ServerSession(Session):
         self.state = CONFIRMED
         self._answered = Outcome()
         self.tx.respond(response)
-        self._wait_for_ack(response)
+        self._wait_for_ack(response, self.invite.cseq.number)
         return self._answered.wait()
 
-    def ack_received(self, ack: Request) -> None:
-        super().ack_received(ack)
-        if ack.cseq.number != self.invite.cseq.number:
-            return  # a re-INVITE's ACK
-        if ack.body and self.remote_sdp is None:
+    def _acked(self, ack: Request) -> None:
+        if ack.body and self.remote_sdp is None:  # the answer to an offer in our 2xx
             self.remote_sdp = ack.body
         if self._answered is not None:
             self._answered.fire(self, owner=True)
