@@ -9,12 +9,20 @@ whatever the headers say.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred, DeferredList, DeferredQueue, QueueOverflow, fail
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    DeferredQueue,
+    QueueOverflow,
+    fail,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
@@ -108,10 +116,8 @@ class SipInstance(DatagramProtocol):
         self.port = transport.getHost().port
         sock = getattr(transport, "socket", None)
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-            except OSError:
-                pass
 
     @property
     def address(self) -> Address:
@@ -342,11 +348,9 @@ class SipInstance(DatagramProtocol):
             self.incoming.pending.pop()
         for waiting in list(self.incoming.waiting):
             waiting.cancel()
-        done: Deferred[Any] = DeferredList(byes) if byes else Deferred()
-        if not byes:
-            done.callback(None)
-        else:
-            done.addTimeout(grace, cast(Any, self.clock))
+        done: Deferred[Any] = succeed(None)
+        if byes:
+            done = DeferredList(byes).addTimeout(grace, cast(Any, self.clock))
         done.addErrback(lambda _: None)
 
         def finish(_: object) -> None:
