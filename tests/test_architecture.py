@@ -109,17 +109,7 @@ def test_the_checker_sees_function_level_imports(tmp_path: Path) -> None:
                                                             "twsip.flow.events"}
 
 
-# Classes that another worktree is splitting up already; they pass as soon as it lands.
-LONG_ELSEWHERE = {"twsip.sip.instance": "SipInstance is being split in the SIP refactor"}
-
-
-def _class_size_params() -> list:
-    return [pytest.param(name, marks=pytest.mark.xfail(reason=LONG_ELSEWHERE[name],
-                                                       strict=False))
-            if name in LONG_ELSEWHERE else name for name in sorted(modules())]
-
-
-@pytest.mark.parametrize("name", _class_size_params())
+@pytest.mark.parametrize("name", sorted(modules()))
 def test_no_class_over_300_lines(name: str) -> None:
     path = modules()[name]
     tree = ast.parse(path.read_text(), str(path))

@@ -122,11 +122,13 @@ from bench.uas_path import IN_DIALOG, INVITE  # noqa: E402
 from twsip.sip.message import Request, Response, parse  # noqa: E402
 from twsip.testing import FakeNetwork  # noqa: E402
 from twsip.sip.transaction import (  # noqa: E402
+    NO_USER,
     ClientNonInviteTransaction,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     TimerSettings,
     TransactionLayer,
+    TransactionState,
 )
 
 PEER = ("127.0.0.1", 5070)
@@ -151,18 +153,19 @@ def test_linger_timers_fire_on_time_from_one_delayed_call() -> None:
     server.respond(bye.response(200))  # Timer J: 32 s
     clock.advance(1)
     options = _request("OPTIONS", "z9hG4bKk")
-    client = ClientNonInviteTransaction(layer, options, PEER, lambda r: None, lambda: None)
+    client = ClientNonInviteTransaction(layer, options, PEER, NO_USER)
     client.receive(parse(options.response(200).to_bytes()))  # type: ignore[arg-type]
-    assert client.state == "completed"  # Timer K: T4 = 5 s, so at 6 s
+    assert client.state is TransactionState.COMPLETED  # Timer K: T4 = 5 s, so at 6 s
     assert len(clock.getDelayedCalls()) == 1
     clock.advance(4.999)
-    assert client.state == "completed"
+    assert client.state is TransactionState.COMPLETED
     clock.advance(0.001)
-    assert client.state == "terminated" and server.state == "completed"
+    assert client.state is TransactionState.TERMINATED
+    assert server.state is TransactionState.COMPLETED
     clock.advance(25.999)
-    assert server.state == "completed"
+    assert server.state is TransactionState.COMPLETED
     clock.advance(0.001)
-    assert server.state == "terminated"
+    assert server.state is TransactionState.TERMINATED
     assert clock.getDelayedCalls() == [] and len(layer) == 0
 
 
@@ -178,7 +181,7 @@ def test_a_transaction_that_ends_early_leaves_no_linger_timer() -> None:
     tx2 = ServerInviteTransaction(layer, _request("INVITE", "z9hG4bKm"), PEER)
     tx2.respond(invite.response(200, to_tag="t"))
     layer.close()
-    assert clock.getDelayedCalls() == [] and tx2.state == "terminated"
+    assert clock.getDelayedCalls() == [] and tx2.state is TransactionState.TERMINATED
 
 
 def _sipp_call(net: FakeNetwork, port: int, peer, n: int = 1) -> tuple[bytes, str]:

@@ -13,6 +13,7 @@ from twsip.sip.transaction import (
     ServerNonInviteTransaction,
     TimerSettings,
     TransactionLayer,
+    TransactionState,
     server_key,
 )
 
@@ -41,15 +42,22 @@ class Recorder:
         self.layer = TransactionLayer(self.send, self.clock, TimerSettings())
         self.responses: list[Response] = []
         self.timeouts = 0
+        self.cancels = 0
 
     def send(self, data: bytes, addr, message) -> None:
         self.sent.append((self.clock.seconds(), data))
 
-    def on_response(self, response: Response) -> None:
+    # The transaction user seam: ClientTransactionUser and InviteServerUser.
+    local_tag = "b1"
+
+    def receive_response(self, response: Response) -> None:
         self.responses.append(response)
 
-    def on_timeout(self) -> None:
+    def timed_out(self) -> None:
         self.timeouts += 1
+
+    def remote_cancel(self) -> None:
+        self.cancels += 1
 
     def first_lines(self) -> list[str]:
         return [data.split(b"\r\n", 1)[0].decode() for _, data in self.sent]
@@ -69,7 +77,7 @@ def rec() -> Recorder:
 
 
 def test_timer_a_doubles_and_timer_b_times_out_the_invite(rec: Recorder) -> None:
-    ClientInviteTransaction(rec.layer, request(), PEER, rec.on_response, rec.on_timeout)
+    ClientInviteTransaction(rec.layer, request(), PEER, rec)
     advance_to(rec.clock, 40)
     # Sent at 0, then A fires at 0.5, 1.5, 3.5, 7.5, 15.5, 31.5; B at 32 s.
     assert rec.times() == [0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
@@ -80,21 +88,21 @@ def test_timer_a_doubles_and_timer_b_times_out_the_invite(rec: Recorder) -> None
 
 def test_provisional_stops_invite_retransmissions(rec: Recorder) -> None:
     req = request()
-    tx = ClientInviteTransaction(rec.layer, req, PEER, rec.on_response, rec.on_timeout)
+    tx = ClientInviteTransaction(rec.layer, req, PEER, rec)
     rec.clock.advance(0.1)
     rec.layer.match_response(response_to(req, 100))
     advance_to(rec.clock, 60)
     assert len(rec.sent) == 1
-    assert tx.state == "proceeding"
+    assert tx.state is TransactionState.PROCEEDING
     assert rec.timeouts == 0  # Timer B does not run in Proceeding
 
 
 def test_non_2xx_is_acked_and_timer_d_absorbs_retransmissions(rec: Recorder) -> None:
     req = request()
-    tx = ClientInviteTransaction(rec.layer, req, PEER, rec.on_response, rec.on_timeout)
+    tx = ClientInviteTransaction(rec.layer, req, PEER, rec)
     final = response_to(req, 486)
     rec.layer.match_response(final)
-    assert tx.state == "completed"
+    assert tx.state is TransactionState.COMPLETED
     assert rec.first_lines()[-1].startswith("ACK sip:200@127.0.0.1:5062")
     ack = parse(rec.sent[-1][1])
     assert ack.top_via.branch == "z9hG4bKtest1" and ack.to.tag == "b1"
@@ -103,26 +111,25 @@ def test_non_2xx_is_acked_and_timer_d_absorbs_retransmissions(rec: Recorder) -> 
     assert rec.first_lines().count("ACK sip:200@127.0.0.1:5062 SIP/2.0") == 2
     assert len(rec.responses) == 1  # the TU hears of the final response once
     rec.clock.advance(31.9)
-    assert tx.state == "completed"
+    assert tx.state is TransactionState.COMPLETED
     rec.clock.advance(0.2)
-    assert tx.state == "terminated" and rec.clock.getDelayedCalls() == []
+    assert tx.state is TransactionState.TERMINATED and rec.clock.getDelayedCalls() == []
 
 
 def test_2xx_enters_accepted_and_passes_retransmitted_2xx_up(rec: Recorder) -> None:
     req = request()
-    tx = ClientInviteTransaction(rec.layer, req, PEER, rec.on_response, rec.on_timeout)
+    tx = ClientInviteTransaction(rec.layer, req, PEER, rec)
     rec.layer.match_response(response_to(req, 200))
-    assert tx.state == "accepted"
+    assert tx.state is TransactionState.ACCEPTED
     rec.layer.match_response(response_to(req, 200))
     assert [r.status for r in rec.responses] == [200, 200]  # the TU re-ACKs (§13.2.2.4)
     assert len(rec.sent) == 1  # no ACK from the transaction for a 2xx
     rec.clock.advance(32)  # Timer M = 64*T1
-    assert tx.state == "terminated" and rec.clock.getDelayedCalls() == []
+    assert tx.state is TransactionState.TERMINATED and rec.clock.getDelayedCalls() == []
 
 
 def test_timer_e_caps_at_t2_and_timer_f_times_out(rec: Recorder) -> None:
-    ClientNonInviteTransaction(rec.layer, request("OPTIONS"), PEER, rec.on_response,
-                               rec.on_timeout)
+    ClientNonInviteTransaction(rec.layer, request("OPTIONS"), PEER, rec)
     advance_to(rec.clock, 33)
     times = rec.times()
     assert times[:6] == [0, 0.5, 1.5, 3.5, 7.5, 11.5]  # 0.5, 1, 2, 4, then T2=4 s
@@ -133,7 +140,7 @@ def test_timer_e_caps_at_t2_and_timer_f_times_out(rec: Recorder) -> None:
 
 def test_timer_e_in_proceeding_is_t2(rec: Recorder) -> None:
     req = request("BYE")
-    ClientNonInviteTransaction(rec.layer, req, PEER, rec.on_response, rec.on_timeout)
+    ClientNonInviteTransaction(rec.layer, req, PEER, rec)
     rec.layer.match_response(response_to(req, 100))
     advance_to(rec.clock, 10)
     assert rec.times() == [0, 0.5, 4.5, 8.5]
@@ -141,15 +148,15 @@ def test_timer_e_in_proceeding_is_t2(rec: Recorder) -> None:
 
 def test_timer_k_lingers_t4_after_final(rec: Recorder) -> None:
     req = request("BYE")
-    tx = ClientNonInviteTransaction(rec.layer, req, PEER, rec.on_response, rec.on_timeout)
+    tx = ClientNonInviteTransaction(rec.layer, req, PEER, rec)
     rec.layer.match_response(response_to(req, 200))
-    assert tx.state == "completed"
+    assert tx.state is TransactionState.COMPLETED
     rec.layer.match_response(response_to(req, 200))
     assert len(rec.responses) == 1  # retransmission absorbed
     rec.clock.advance(4.9)
-    assert tx.state == "completed"
+    assert tx.state is TransactionState.COMPLETED
     rec.clock.advance(0.1)
-    assert tx.state == "terminated"
+    assert tx.state is TransactionState.TERMINATED
     assert len(rec.sent) == 1
 
 
@@ -163,12 +170,12 @@ def test_server_invite_resends_provisional_then_final(rec: Recorder) -> None:
 
 def test_timer_g_retransmits_error_and_timer_h_gives_up(rec: Recorder) -> None:
     req = request()
-    tx = ServerInviteTransaction(rec.layer, req, PEER, on_timeout=rec.on_timeout)
+    tx = ServerInviteTransaction(rec.layer, req, PEER, rec)
     tx.respond(req.response(486, to_tag="x"))
     advance_to(rec.clock, 33)
     times = rec.times()
     assert times[:6] == [0, 0.5, 1.5, 3.5, 7.5, 11.5]
-    assert rec.timeouts == 1 and tx.state == "terminated"
+    assert rec.timeouts == 1 and tx.state is TransactionState.TERMINATED
     assert rec.clock.getDelayedCalls() == []
 
 
@@ -178,23 +185,23 @@ def test_ack_confirms_and_timer_i_absorbs_acks(rec: Recorder) -> None:
     tx.respond(req.response(486, to_tag="x"))
     rec.clock.advance(0.2)
     assert rec.layer.match_request(request("ACK")) is True
-    assert tx.state == "confirmed"
+    assert tx.state is TransactionState.CONFIRMED
     rec.clock.advance(1)
     assert len(rec.sent) == 1  # Timer G stopped
     assert rec.layer.match_request(request("ACK")) is True  # absorbed
     rec.clock.advance(4)  # Timer I = T4
-    assert tx.state == "terminated" and rec.clock.getDelayedCalls() == []
+    assert tx.state is TransactionState.TERMINATED and rec.clock.getDelayedCalls() == []
 
 
 def test_server_invite_2xx_accepted_absorbs_invite_for_timer_l(rec: Recorder) -> None:
     req = request()
     tx = ServerInviteTransaction(rec.layer, req, PEER)
     tx.respond(req.response(200, to_tag="x"))
-    assert tx.state == "accepted"
+    assert tx.state is TransactionState.ACCEPTED
     assert rec.layer.match_request(request()) is True  # retransmitted INVITE absorbed
     assert len(rec.sent) == 1  # the UAS core, not the transaction, resends the 2xx
     rec.clock.advance(32)
-    assert tx.state == "terminated"
+    assert tx.state is TransactionState.TERMINATED
     assert rec.layer.match_request(request()) is False
 
 
@@ -207,9 +214,9 @@ def test_server_non_invite_absorbs_in_trying_and_resends_final(rec: Recorder) ->
     assert rec.layer.match_request(request("OPTIONS")) is True
     assert rec.first_lines() == ["SIP/2.0 200 OK"] * 2
     rec.clock.advance(31.9)
-    assert tx.state == "completed"
+    assert tx.state is TransactionState.COMPLETED
     rec.clock.advance(0.1)  # Timer J = 64*T1
-    assert tx.state == "terminated" and rec.clock.getDelayedCalls() == []
+    assert tx.state is TransactionState.TERMINATED and rec.clock.getDelayedCalls() == []
 
 
 def test_matching_uses_branch_sent_by_and_method() -> None:
@@ -239,14 +246,14 @@ def test_rfc2543_requests_match_on_the_old_rule() -> None:
 
 def test_timers_are_configurable(rec: Recorder) -> None:
     layer = TransactionLayer(rec.send, rec.clock, TimerSettings(t1=0.1, t2=0.4, t4=1.0))
-    ClientInviteTransaction(layer, request(), PEER, rec.on_response, rec.on_timeout)
+    ClientInviteTransaction(layer, request(), PEER, rec)
     advance_to(rec.clock, 7, step=0.01)
     assert rec.times()[:4] == pytest.approx([0, 0.1, 0.3, 0.7], abs=0.011)
     assert rec.timeouts == 1 and rec.clock.seconds() >= 6.4
 
 
 def test_close_cancels_every_timer(rec: Recorder) -> None:
-    ClientInviteTransaction(rec.layer, request(), PEER, rec.on_response, rec.on_timeout)
+    ClientInviteTransaction(rec.layer, request(), PEER, rec)
     ServerNonInviteTransaction(rec.layer, request("OPTIONS", "z9hG4bKs"), PEER).respond(
         request("OPTIONS").response(200))
     assert rec.clock.getDelayedCalls()

@@ -90,3 +90,130 @@ def test_ack_stops_the_2xx_retransmissions() -> None:
     assert [m for m in received(peer) if isinstance(m, Response)] == []
     assert session.established
     network.run(network.cleanup())
+
+
+# -- re-INVITEs: their 2xx is resent by the same mechanism (AckWait) until their ACK -------
+
+def _in_dialog(method: str, ok: Response, peer, cseq: int, branch: str,
+               body: bytes = b"") -> Request:
+    """A request from the raw peer inside the dialog that `ok` (our 200) confirmed."""
+    headers = {
+        "via": [f"SIP/2.0/UDP {peer.address[0]}:{peer.address[1]};branch={branch}"],
+        "max-forwards": ["70"],
+        "from": [ok.get("from")],
+        "to": [ok.get("to")],
+        "call-id": [ok.call_id],
+        "cseq": [f"{cseq} {method}"],
+        "contact": [f"<sip:raw@{peer.address[0]}:{peer.address[1]}>"],
+    }
+    if body:
+        headers["content-type"] = ["application/sdp"]
+    return Request(method, ok.contact[0].uri, headers, body)
+
+
+def _established():
+    network, callee, peer, session, answered = setup_call()
+    [*_, ok] = [m for m in received(peer) if isinstance(m, Response) and m.status == 200]
+    peer.send(_in_dialog("ACK", ok, peer, 1, "z9hG4bKack1").to_bytes(), callee.address)
+    network.advance(0.1)
+    assert network.result(answered) is session
+    return network, callee, peer, session, ok
+
+
+def _reinvite_200_times(network, peer, seconds: float) -> tuple[list[float], list[Request]]:
+    start = network.clock.seconds()
+    times: list[float] = []
+    byes: list[Request] = []
+    while network.clock.seconds() - start < seconds:
+        for message in received(peer):
+            if isinstance(message, Response) and message.cseq.number == 2:
+                times.append(round(network.clock.seconds() - start, 3))
+            elif isinstance(message, Request) and message.method == "BYE":
+                byes.append(message)
+        network.advance(0.25)
+    return times, byes
+
+
+def test_reinvite_2xx_is_resent_until_its_ack() -> None:
+    network, callee, peer, session, ok = _established()
+    offer = sdp.build_offer(("PCMU",), peer.address[0], 40000)
+    peer.send(_in_dialog("INVITE", ok, peer, 2, "z9hG4bKre", offer).to_bytes(), callee.address)
+    network.pump()
+    times, _ = _reinvite_200_times(network, peer, 4)
+    assert times == [0, 0.5, 1.5, 3.5]  # the same T1-doubling schedule as the first 200
+    # An ACK for the first INVITE again (CSeq 1) does not stop the re-INVITE's 2xx ...
+    peer.send(_in_dialog("ACK", ok, peer, 1, "z9hG4bKack1").to_bytes(), callee.address)
+    network.pump()
+    times, _ = _reinvite_200_times(network, peer, 4)
+    assert len(times) == 1  # the one due 7.5 s after the re-INVITE
+    # ... its own ACK does.
+    peer.send(_in_dialog("ACK", ok, peer, 2, "z9hG4bKack2").to_bytes(), callee.address)
+    network.pump()
+    times, byes = _reinvite_200_times(network, peer, 40)
+    assert times == [] and byes == [] and session.established
+    network.run(network.cleanup())
+    assert network.clock.getDelayedCalls() == []
+
+
+def test_reinvite_2xx_without_ack_ends_the_call_with_bye() -> None:
+    network, callee, peer, session, ok = _established()
+    peer.send(_in_dialog("INVITE", ok, peer, 2, "z9hG4bKre").to_bytes(), callee.address)
+    network.pump()
+    times, byes = _reinvite_200_times(network, peer, 40)
+    assert times[:5] == [0, 0.5, 1.5, 3.5, 7.5] and times[-1] < 32
+    assert all(b - a == 4 for a, b in zip(times[4:], times[5:]))
+    assert byes and len({bye.top_via.branch for bye in byes}) == 1
+    assert session.ended
+    network.run(network.cleanup())
+    assert network.clock.getDelayedCalls() == []
+
+
+def test_a_caller_resends_its_reinvite_2xx_until_the_ack() -> None:
+    """The caller's side (ClientSession) uses the same mechanism for a re-INVITE it gets."""
+    network = FakeNetwork()
+    caller = network.add_instance("100")
+    peer = network.endpoint()
+    session = caller.dial(f"sip:200@{peer.address[0]}:{peer.address[1]}")
+    network.pump()
+    [(data, _)] = peer.take()
+    invite = parse(data)
+    assert isinstance(invite, Request)
+    ok = invite.response(200, to_tag="callee1")
+    ok.set("contact", f"<sip:200@{peer.address[0]}:{peer.address[1]}>")
+    peer.send(ok.to_bytes(), caller.address)
+    network.pump()
+    assert session.established and [parse(d).method for d, _ in peer.take()] == ["ACK"]
+    # The callee re-INVITEs: from its side, From is our To and the other way round.
+    headers = {
+        "via": [f"SIP/2.0/UDP {peer.address[0]}:{peer.address[1]};branch=z9hG4bKcre"],
+        "max-forwards": ["70"],
+        "from": [ok.get("to")],
+        "to": [invite.get("from")],
+        "call-id": [invite.call_id],
+        "cseq": ["1 INVITE"],
+        "contact": [f"<sip:200@{peer.address[0]}:{peer.address[1]}>"],
+    }
+    reinvite = Request("INVITE", caller.contact, headers)
+    peer.send(reinvite.to_bytes(), caller.address)
+    network.pump()
+    times, _ = _reinvite_200_times_for(network, peer, 2.0)
+    assert times == [0, 0.5, 1.5]
+    ack_headers = dict(headers, via=[headers["via"][0].replace("cre", "cack")],
+                       cseq=["1 ACK"])
+    peer.send(Request("ACK", caller.contact, ack_headers).to_bytes(), caller.address)
+    network.pump()
+    times, _ = _reinvite_200_times_for(network, peer, 40)
+    assert times == [] and session.established
+    network.run(network.cleanup())
+    assert network.clock.getDelayedCalls() == []
+
+
+def _reinvite_200_times_for(network, peer, seconds: float) -> tuple[list[float], list]:
+    start = network.clock.seconds()
+    times: list[float] = []
+    while network.clock.seconds() - start < seconds:
+        for message in received(peer):
+            if isinstance(message, Response) and message.cseq.method == "INVITE":
+                times.append(round(network.clock.seconds() - start, 3))
+        network.advance(0.25)
+    return times, []

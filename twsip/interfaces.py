@@ -1,5 +1,10 @@
 """What twsip needs of a reactor, as typing Protocols.
 
+Twisted declares IReactorTime, IDelayedCall and IReactorUDP as zope interfaces; these
+Protocols say the part twsip uses in a form every type checker reads, and the reactor,
+`twisted.internet.task.Clock`, `twsip.testing.FakeNetwork` and their DelayedCalls all
+satisfy them structurally.
+
 The manager binds ports and the instances and the engine set timers; nothing else of the
 reactor is used. Saying so in types lets a `twisted.internet.task.Clock` (time only) or a
 `twsip.testing.FakeNetwork` (UDP and time, in memory) stand in for the real reactor, and
@@ -12,7 +17,7 @@ from typing import Any, Callable, Protocol
 
 from twisted.internet.protocol import DatagramProtocol
 
-__all__ = ["DelayedCall", "ListeningPort", "TimeSource", "UDPReactor"]
+__all__ = ["DelayedCall", "ListeningPort", "TimeSource", "UDPReactor", "cancel_call"]
 
 
 class DelayedCall(Protocol):
@@ -21,6 +26,14 @@ class DelayedCall(Protocol):
     def active(self) -> bool: ...
 
     def cancel(self) -> None: ...
+
+    def getTime(self) -> float: ...  # noqa: N802 (Twisted's name)
+
+
+def cancel_call(call: DelayedCall | None) -> None:
+    """Cancel `call` if it is still pending (cancelling a fired or cancelled one raises)."""
+    if call is not None and call.active():
+        call.cancel()
 
 
 class TimeSource(Protocol):

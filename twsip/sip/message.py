@@ -26,6 +26,7 @@ __all__ = [
     "Request",
     "Response",
     "parse",
+    "request_headers",
     "parse_params",
     "parse_name_addr",
     "parse_via",
@@ -238,10 +239,6 @@ class Via:
     def rport(self) -> str | None:
         return self.params.get("rport")
 
-    @property
-    def sent_by(self) -> tuple[str, int]:
-        return self.host, self.port or 5060
-
     def set_param(self, name: str, value: str | None) -> None:
         self.params[name] = value
         self._raw = None
@@ -446,20 +443,6 @@ class Message:
         self.headers[key] = [value] if isinstance(value, str) else list(value)
         self._forget(key)
 
-    def add(self, name: str, value: str, *, first: bool = False) -> None:
-        key = _key(name)
-        values = self.headers.setdefault(key, [])
-        if first:
-            values.insert(0, value)
-        else:
-            values.append(value)
-        self._forget(key)
-
-    def remove(self, name: str) -> None:
-        key = _key(name)
-        self.headers.pop(key, None)
-        self._forget(key)
-
     def _forget(self, key: str) -> None:
         if key == "via":
             self._vias = None
@@ -636,6 +619,23 @@ class Response(Message):
         return f"<Response {self.status} {self.reason}>"
 
 
+def request_headers(method: str, cseq: int, *, via: str, from_: str, to: str,
+                    call_id: str) -> dict[str, list[str]]:
+    """The header fields every request starts with (§8.1.1), in the order peers expect them.
+
+    Every request twsip builds (a new INVITE or OPTIONS, an in-dialog request, the ACK or
+    CANCEL of a transaction) starts from this one dict, so they cannot drift apart.
+    """
+    return {
+        "via": [via],
+        "max-forwards": ["70"],
+        "from": [from_],
+        "to": [to],
+        "call-id": [call_id],
+        "cseq": [f"{cseq} {method}"],
+    }
+
+
 def _split_head(data: bytes) -> tuple[bytes, bytes, bool]:
     """Split a datagram into header section and the bytes after the blank line."""
     end = data.find(b"\r\n\r\n")
@@ -656,7 +656,7 @@ def _header_lines(head: str) -> list[str]:
     return head.split("\n")
 
 
-def _parse_start_line(line: str) -> Message:
+def _parse_start_line(line: str) -> Request | Response:
     if line[:4].upper() == "SIP/":
         version, _, rest = line.partition(" ")
         code, _, reason = rest.partition(" ")

@@ -1,9 +1,11 @@
 """RFC 3261 §17 transactions over UDP, with the RFC 6026 "Accepted" state.
 
 Four small state machines. Each one's docstring is its transition table; the code below it
-reads the same way. None of them touches a socket: the `TransactionLayer` is handed a
-`send(data, addr, message)` callable and an `IReactorTime`, so tests drive every timer with
-`twisted.internet.task.Clock`.
+reads the same way, and tests/test_transaction_tables.py drives every row. None of them
+touches a socket: the `TransactionLayer` is handed a `send(data, addr, message)` callable
+and a `TimeSource` (the reactor in service, `twisted.internet.task.Clock` in tests). What a
+transaction reports goes to its transaction user through a declared Protocol
+(`ClientTransactionUser`, `InviteServerUser`), which the dialog layer implements.
 
 Timers live in three slots per transaction (retransmit: A/E/G, timeout: B/F/H, linger:
 D/I/J/K/L/M), and every transition that leaves a state cancels the timers of that state: a
@@ -16,16 +18,27 @@ cost and memory (see `TransactionLayer._linger_until`).
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Protocol
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-
-from twsip.sip.message import Message, Request, Response, SipParseError, parse
+from twsip.interfaces import DelayedCall, TimeSource, cancel_call
+from twsip.sip.message import (
+    Message,
+    Request,
+    Response,
+    SipParseError,
+    parse,
+    request_headers,
+)
 from twsip.sip.uri import Address
 
 __all__ = [
+    "TransactionState",
+    "ClientTransactionUser",
+    "InviteServerUser",
+    "NO_USER",
     "TimerSettings",
     "TransactionLayer",
     "ClientInviteTransaction",
@@ -40,13 +53,73 @@ MAGIC_COOKIE = "z9hG4bK"
 
 SendFunction = Callable[[bytes, Address, Message], None]
 
-CALLING = "calling"
-TRYING = "trying"
-PROCEEDING = "proceeding"
-ACCEPTED = "accepted"
-COMPLETED = "completed"
-CONFIRMED = "confirmed"
-TERMINATED = "terminated"
+
+
+class TransactionState(enum.Enum):
+    """The states of the four machines (each uses the ones its table names)."""
+
+    CALLING = "calling"
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    ACCEPTED = "accepted"
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    TERMINATED = "terminated"
+
+
+# Module-level names for the members: the hot path reads a global, not a class attribute.
+CALLING = TransactionState.CALLING
+TRYING = TransactionState.TRYING
+PROCEEDING = TransactionState.PROCEEDING
+ACCEPTED = TransactionState.ACCEPTED
+COMPLETED = TransactionState.COMPLETED
+CONFIRMED = TransactionState.CONFIRMED
+TERMINATED = TransactionState.TERMINATED
+
+
+class ClientTransactionUser(Protocol):
+    """What a client transaction reports to its transaction user (the dialog layer)."""
+
+    def receive_response(self, response: Response) -> None:
+        """A response the TU must see: 1xx and the final one, and 2xx retransmissions in
+        Accepted (the TU ACKs each 2xx itself, §13.2.2.4)."""
+
+    def timed_out(self) -> None:
+        """No final response in 64*T1 (Timer B or F); the transaction has terminated."""
+
+
+class InviteServerUser(Protocol):
+    """What a server INVITE transaction may need from its TU after handing it the INVITE.
+
+    A CANCEL that arrives for the INVITE is answered 200 with the TU's To tag and passed
+    on (§9.2), even after the call was answered; an error response that is never ACKed
+    (Timer H) is reported.
+    """
+
+    @property
+    def local_tag(self) -> str: ...
+
+    def remote_cancel(self) -> None:
+        """The peer CANCELled the INVITE (a no-op once the INVITE is answered)."""
+
+    def timed_out(self) -> None:
+        """Timer H: the peer never ACKed our error response."""
+
+
+class _NoUser:
+    """The TU of a transaction whose results nobody wants (a CANCEL's, or a transaction
+    after its last report): one shared object, so letting go of a TU costs nothing."""
+
+    __slots__ = ()
+
+    def receive_response(self, response: Response) -> None:
+        pass
+
+    def timed_out(self) -> None:
+        pass
+
+
+NO_USER = _NoUser()
 
 
 @dataclass(frozen=True)
@@ -64,7 +137,7 @@ class TimerSettings:
         return 64 * self.t1
 
 
-def server_key(request: Request, method: str | None = None) -> Hashable:
+def server_key(request: Request, method: str | None = None) -> tuple[Hashable, ...]:
     """The §17.2.3 matching key; RFC 2543 requests (no magic cookie) use the old rule.
 
     An ACK matches its INVITE, so ACK keys use method INVITE. `method` overrides the
@@ -80,40 +153,30 @@ def server_key(request: Request, method: str | None = None) -> Hashable:
             request.cseq.number, via.host.lower(), via.port, via.branch, method)
 
 
-def _cancelled(call: IDelayedCall | None) -> None:
-    """Cancel `call` if it is still pending; returns None for the slot that held it."""
-    if call is not None and call.active():
-        call.cancel()
-    return None
-
-
-def _ignore(*_: object) -> None:
-    """The TU callback of a transaction whose TU can no longer be called."""
-
-
 class _Transaction:
     """What all four machines share.
 
     A transaction lets go of what its remaining states cannot use: once it only lingers to
     absorb or answer retransmissions (up to 32 s after every call under load), `request`
-    becomes None, and so do the TU callbacks that can no longer fire (a server transaction
-    after its final response; a client one after a 2xx to an INVITE or a final response to
-    anything else). Under load this is the difference between a few objects and a hundred
+    becomes None, and the TU is replaced by `NO_USER` once it can no longer be called (a
+    client transaction after a final response, except an INVITE's 2xx, whose
+    retransmissions the TU still ACKs; the TU itself may then `replace_user` with a smaller
+    object). Under load this is the difference between a few objects and a hundred
     per call for the garbage collector to walk.
     """
 
     __slots__ = ("layer", "key", "request", "addr", "state", "_retransmit", "_timeout",
                  "_linger", "_interval", "_wire")
 
-    def __init__(self, layer: "TransactionLayer", key: Hashable, request: Request,
-                 addr: Address) -> None:
+    def __init__(self, layer: "TransactionLayer", key: tuple[Hashable, ...],
+                 request: Request, addr: Address, state: TransactionState) -> None:
         self.layer = layer
         self.key = key
         self.request: Request | None = request
         self.addr = addr
-        self.state = ""
-        self._retransmit: IDelayedCall | None = None
-        self._timeout: IDelayedCall | None = None
+        self.state = state
+        self._retransmit: DelayedCall | None = None
+        self._timeout: DelayedCall | None = None
         self._linger: float | None = None  # deadline of D/I/J/K/L/M, queued in the layer
         self._interval = layer.timers.t1
         self._wire: tuple[bytes, Message | None] | None = None
@@ -129,7 +192,7 @@ class _Transaction:
                 message = _reparse(data)
             self.layer.send(data, self.addr, message)
 
-    def _later(self, delay: float, fn: Callable[[], None]) -> IDelayedCall:
+    def _later(self, delay: float, fn: Callable[[], None]) -> DelayedCall:
         return self.layer.clock.callLater(delay, fn)
 
     def _linger_for(self, delay: float) -> None:
@@ -146,18 +209,19 @@ class _Transaction:
 
     def _stop_retransmit(self) -> None:
         """Leave an active state: its retransmit and timeout timers stop (A/B, E/F, G/H)."""
-        self._retransmit = _cancelled(self._retransmit)
-        self._timeout = _cancelled(self._timeout)
+        cancel_call(self._retransmit)
+        cancel_call(self._timeout)
+        self._retransmit = self._timeout = None
 
     def terminate(self) -> None:
-        if self.state != TERMINATED:
+        if self.state is not TERMINATED:
             self.state = TERMINATED
             self._stop_timers()
             self.layer._forget(self)
 
     def __repr__(self) -> str:
         method = self.request.method if self.request is not None else self.key[-1]
-        return f"<{type(self).__name__} {method} {self.state}>"
+        return f"<{type(self).__name__} {method} {self.state.value}>"
 
 
 class ClientInviteTransaction(_Transaction):
@@ -175,19 +239,22 @@ class ClientInviteTransaction(_Transaction):
     | accepted/completed | Timer M/D |                                 | terminated |
     """
 
-    __slots__ = ("on_response", "on_timeout", "_ack")
+    __slots__ = ("user", "_ack")
 
     def __init__(self, layer: "TransactionLayer", request: Request, addr: Address,
-                 on_response: Callable[[Response], None], on_timeout: Callable[[], None]) -> None:
-        super().__init__(layer, (request.top_via.branch, "INVITE"), request, addr)
-        self.on_response = on_response
-        self.on_timeout = on_timeout
+                 user: ClientTransactionUser) -> None:
+        super().__init__(layer, (request.top_via.branch, "INVITE"), request, addr, CALLING)
+        self.user = user
         self._ack: bytes | None = None
-        self.state = CALLING
         layer._client[self.key] = self
         self._send(request)
         self._retransmit = self._later(self._interval, self._timer_a)
         self._timeout = self._later(layer.timers.timeout, self._timer_b)
+
+    def replace_user(self, user: ClientTransactionUser) -> None:
+        """Hand what is left to report (2xx retransmissions in Accepted) to `user`: a TU
+        that has ended passes a small object, so that it is not kept for Timer M."""
+        self.user = user
 
     def _timer_a(self) -> None:
         self._resend()
@@ -197,17 +264,17 @@ class ClientInviteTransaction(_Transaction):
     def _timer_b(self) -> None:
         self._timeout = None
         self.terminate()
-        self.on_timeout()
+        self.user.timed_out()
 
     def receive(self, response: Response) -> None:
         status = response.status
         state = self.state
-        if state == CALLING or state == PROCEEDING:
+        if state is CALLING or state is PROCEEDING:
             if status < 200:
-                if state == CALLING:
+                if state is CALLING:
                     self.state = PROCEEDING
                     self._stop_retransmit()
-                self.on_response(response)
+                self.user.receive_response(response)
             elif status < 300:
                 self.state = ACCEPTED
                 self._stop_retransmit()
@@ -215,21 +282,24 @@ class ClientInviteTransaction(_Transaction):
                 # ACK to build (the TU ACKs a 2xx), no Timer B.
                 self.request = None
                 self._wire = None
-                self.on_timeout = _ignore
                 self._linger_for(self.layer.timers.timeout)
-                self.on_response(response)
+                self.user.receive_response(response)
             else:
                 self.state = COMPLETED
                 self._stop_retransmit()
-                ack = build_ack(self.request, response)
+                request = self.request
+                assert request is not None  # kept until a final response
+                ack = build_ack(request, response)
                 self._ack = ack.to_bytes()
                 self.layer.send(self._ack, self.addr, ack)
                 self._linger_for(self.layer.timers.timer_d)
-                self.on_response(response)
-        elif state == ACCEPTED:
+                user, self.user = self.user, NO_USER  # Completed reports nothing more
+                user.receive_response(response)
+        elif state is ACCEPTED:
             if 200 <= status < 300:
-                self.on_response(response)
-        elif state == COMPLETED and status >= 300 and self._ack is not None:
+                self.user.receive_response(response)
+        elif state is COMPLETED and status >= 300 and self._ack is not None:
+            assert self.request is not None
             self.layer.send(self._ack, self.addr, build_ack(self.request, response))
 
 
@@ -246,14 +316,13 @@ class ClientNonInviteTransaction(_Transaction):
     | completed        | Timer K   |                                      | terminated |
     """
 
-    __slots__ = ("on_response", "on_timeout")
+    __slots__ = ("user",)
 
     def __init__(self, layer: "TransactionLayer", request: Request, addr: Address,
-                 on_response: Callable[[Response], None], on_timeout: Callable[[], None]) -> None:
-        super().__init__(layer, (request.top_via.branch, request.method), request, addr)
-        self.on_response = on_response
-        self.on_timeout = on_timeout
-        self.state = TRYING
+                 user: ClientTransactionUser) -> None:
+        super().__init__(layer, (request.top_via.branch, request.method), request, addr,
+                         TRYING)
+        self.user = user
         layer._client[self.key] = self
         self._send(request)
         self._retransmit = self._later(self._interval, self._timer_e)
@@ -262,31 +331,29 @@ class ClientNonInviteTransaction(_Transaction):
     def _timer_e(self) -> None:
         self._resend()
         t2 = self.layer.timers.t2
-        self._interval = t2 if self.state == PROCEEDING else min(2 * self._interval, t2)
+        self._interval = t2 if self.state is PROCEEDING else min(2 * self._interval, t2)
         self._retransmit = self._later(self._interval, self._timer_e)
 
     def _timer_f(self) -> None:
         self._timeout = None
         self.terminate()
-        self.on_timeout()
+        self.user.timed_out()
 
     def receive(self, response: Response) -> None:
-        if self.state != TRYING and self.state != PROCEEDING:
+        if self.state is not TRYING and self.state is not PROCEEDING:
             return
         if response.status < 200:
             self.state = PROCEEDING
-        else:
-            self.state = COMPLETED
-            self._stop_retransmit()
-            self._linger_for(self.layer.timers.t4)
-            # Timer K only absorbs retransmitted responses: nothing is sent or reported.
-            on_response = self.on_response
-            self.request = None
-            self._wire = None
-            self.on_response = self.on_timeout = _ignore
-            on_response(response)
+            self.user.receive_response(response)
             return
-        self.on_response(response)
+        self.state = COMPLETED
+        self._stop_retransmit()
+        self._linger_for(self.layer.timers.t4)
+        # Timer K only absorbs retransmitted responses: nothing is sent or reported.
+        self.request = None
+        self._wire = None
+        user, self.user = self.user, NO_USER
+        user.receive_response(response)
 
 
 class ServerInviteTransaction(_Transaction):
@@ -308,45 +375,48 @@ class ServerInviteTransaction(_Transaction):
     | accepted   | Timer L            |                                  | terminated |
     """
 
-    __slots__ = ("on_timeout", "tu")
+    __slots__ = ("user",)
 
     def __init__(self, layer: "TransactionLayer", request: Request, addr: Address,
-                 on_timeout: Callable[[], None] | None = None) -> None:
-        super().__init__(layer, server_key(request), request, addr)
-        self.on_timeout = on_timeout
-        self.tu: object = None
-        self.state = PROCEEDING
+                 user: InviteServerUser | None = None) -> None:
+        super().__init__(layer, server_key(request), request, addr, PROCEEDING)
+        # None while the UA core answers by itself (a refusal, 480 before serving): then
+        # nobody but the core needs to hear about a CANCEL or Timer H.
+        self.user = user
         layer._server[self.key] = self
+
+    def replace_user(self, user: InviteServerUser | None) -> None:
+        """Give the transaction its TU (a new call), or a smaller one once the call has
+        ended: the transaction lingers 32 s (Timer L) after every answered call."""
+        self.user = user
 
     def receive_request(self, request: Request) -> bool:
         """Handle a retransmission or ACK; False means the UAS core should see it."""
         state = self.state
         if request.method == "ACK":
-            if state == COMPLETED:
+            if state is COMPLETED:
                 self.state = CONFIRMED
                 self._stop_retransmit()
                 self._linger_for(self.layer.timers.t4)
                 return True
-            return state != ACCEPTED
-        if state == PROCEEDING or state == COMPLETED:
+            return state is not ACCEPTED
+        if state is PROCEEDING or state is COMPLETED:
             self._resend()
         return True
 
     def respond(self, response: Response) -> None:
-        if self.state != PROCEEDING:
+        if self.state is not PROCEEDING:
             return
         self._send(response)
         status = response.status
         if status < 200:
             return
         # Answered: what is left to do (absorb retransmissions, resend the final response,
-        # wait for the ACK) needs neither the request nor, once Accepted, the response or
-        # the no-ACK callback. Letting them go keeps a call's lingering state small.
+        # wait for the ACK) needs neither the request nor, once Accepted, the response.
         self.request = None
         if status < 300:
             self.state = ACCEPTED
             self._wire = None  # never resent from Accepted: the UAS core resends the 2xx
-            self.on_timeout = None
             self._linger_for(self.layer.timers.timeout)
         else:
             self.state = COMPLETED
@@ -356,7 +426,7 @@ class ServerInviteTransaction(_Transaction):
     @property
     def answered(self) -> bool:
         """A final response has been sent."""
-        return self.state != PROCEEDING
+        return self.state is not PROCEEDING
 
     def _timer_g(self) -> None:
         self._resend()
@@ -366,8 +436,8 @@ class ServerInviteTransaction(_Transaction):
     def _timer_h(self) -> None:
         self._timeout = None
         self.terminate()
-        if self.on_timeout is not None:
-            self.on_timeout()
+        if self.user is not None:
+            self.user.timed_out()
 
 
 class ServerNonInviteTransaction(_Transaction):
@@ -385,17 +455,16 @@ class ServerNonInviteTransaction(_Transaction):
     __slots__ = ()
 
     def __init__(self, layer: "TransactionLayer", request: Request, addr: Address) -> None:
-        super().__init__(layer, server_key(request), request, addr)
-        self.state = TRYING
+        super().__init__(layer, server_key(request), request, addr, TRYING)
         layer._server[self.key] = self
 
     def receive_request(self, request: Request) -> bool:
-        if self.state != TRYING:
+        if self.state is not TRYING:
             self._resend()
         return True
 
     def respond(self, response: Response) -> None:
-        if self.state == COMPLETED or self.state == TERMINATED:
+        if self.state is COMPLETED or self.state is TERMINATED:
             return
         self._send(response)
         if response.status < 200:
@@ -405,7 +474,7 @@ class ServerNonInviteTransaction(_Transaction):
             # Only the response's bytes are resent from now on (32 s of Timer J): keep
             # those, not the request nor the response's objects.
             self.request = None
-            self._wire = (self._wire[0], None)  # type: ignore[index]
+            self._wire = (self._wire[0], None) if self._wire is not None else None
             self._linger_for(self.layer.timers.timeout)
 
 
@@ -436,7 +505,7 @@ ClientTransaction = ClientInviteTransaction | ClientNonInviteTransaction
 class TransactionLayer:
     """Owns every live transaction of one user agent and matches messages to them."""
 
-    def __init__(self, send: SendFunction, clock: IReactorTime,
+    def __init__(self, send: SendFunction, clock: TimeSource,
                  timers: TimerSettings | None = None) -> None:
         self.send = send
         self.clock = clock
@@ -449,7 +518,7 @@ class TransactionLayer:
         # deadline object; cancelled entries are skipped when they reach the head.
         self._lingering: dict[float, _LingerQueue] = {}
         self._lingering_live = 0
-        self._linger_call: IDelayedCall | None = None
+        self._linger_call: DelayedCall | None = None
 
     def __len__(self) -> int:
         return len(self._server) + len(self._client)
@@ -475,21 +544,24 @@ class TransactionLayer:
         return tx if isinstance(tx, ServerInviteTransaction) else None
 
     def _forget(self, tx: _Transaction) -> None:
-        table: dict = self._client if isinstance(
-            tx, (ClientInviteTransaction, ClientNonInviteTransaction)) else self._server
+        table: dict[Hashable, ClientTransaction] | dict[Hashable, ServerTransaction] = \
+            self._client if isinstance(
+                tx, (ClientInviteTransaction, ClientNonInviteTransaction)) else self._server
         if table.get(tx.key) is tx:
             del table[tx.key]
 
     def close(self) -> None:
         """Terminate everything, cancelling every timer; used by cleanup."""
-        for tx in list(self._server.values()) + list(self._client.values()):
+        live: list[_Transaction] = [*self._server.values(), *self._client.values()]
+        for tx in live:
             tx.terminate()
         for queue in list(self._lingering.values()):
             for tx in list(queue.txs):
                 tx.terminate()
         self._lingering_live = 0
         self._lingering.clear()
-        self._linger_call = _cancelled(self._linger_call)
+        cancel_call(self._linger_call)
+        self._linger_call = None
 
     # -- linger timers (D, I, J, K, L, M) --------------------------------------------------
     def _linger_until(self, tx: _Transaction, delay: float) -> float:
@@ -515,7 +587,8 @@ class TransactionLayer:
         if self._lingering_live <= 0:
             self._lingering_live = 0
             self._lingering.clear()
-            self._linger_call = _cancelled(self._linger_call)
+            cancel_call(self._linger_call)
+            self._linger_call = None
 
     def _linger_expired(self) -> None:
         self._linger_call = None
@@ -542,7 +615,8 @@ class TransactionLayer:
                 txs.popleft()
             if deadlines and (earliest is None or deadlines[0] < earliest):
                 earliest = deadlines[0]
-        self._linger_call = _cancelled(self._linger_call)
+        cancel_call(self._linger_call)
+        self._linger_call = None
         if earliest is not None:
             self._linger_call = self.clock.callLater(
                 max(0.0, earliest - self.clock.seconds()), self._linger_expired)
@@ -550,14 +624,9 @@ class TransactionLayer:
 
 def build_ack(invite: Request, response: Response) -> Request:
     """The ACK for a non-2xx final response (§17.1.1.3): same branch, the response's To."""
-    headers: dict[str, list[str]] = {
-        "via": [invite.headers["via"][0]],
-        "max-forwards": ["70"],
-        "from": invite.headers["from"],
-        "to": response.headers["to"],
-        "call-id": invite.headers["call-id"],
-        "cseq": [f"{invite.cseq.number} ACK"],
-    }
+    headers = request_headers("ACK", invite.cseq.number, via=invite.headers["via"][0],
+                              from_=invite.headers["from"][0], to=response.headers["to"][0],
+                              call_id=invite.headers["call-id"][0])
     if "route" in invite.headers:
         headers["route"] = invite.headers["route"]
     return Request("ACK", invite.uri, headers)
@@ -565,14 +634,9 @@ def build_ack(invite: Request, response: Response) -> Request:
 
 def build_cancel(invite: Request) -> Request:
     """The CANCEL for an INVITE (§9.1): same Request-URI, Call-ID, From, To, Via, Route."""
-    headers: dict[str, list[str]] = {
-        "via": [invite.headers["via"][0]],
-        "max-forwards": ["70"],
-        "from": invite.headers["from"],
-        "to": invite.headers["to"],
-        "call-id": invite.headers["call-id"],
-        "cseq": [f"{invite.cseq.number} CANCEL"],
-    }
+    headers = request_headers("CANCEL", invite.cseq.number, via=invite.headers["via"][0],
+                              from_=invite.headers["from"][0], to=invite.headers["to"][0],
+                              call_id=invite.headers["call-id"][0])
     if "route" in invite.headers:
         headers["route"] = invite.headers["route"]
     return Request("CANCEL", invite.uri, headers)

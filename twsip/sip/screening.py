@@ -1,0 +1,125 @@
+"""The UA core's checks on a new request (RFC 3261 §8.2.1-8.2.3), and the answers it gives
+by itself (OPTIONS, a malformed request).
+
+Pure functions: a request in, a `Response` (or None when all is well) out. Nothing is sent
+from here; `new_tag` is only called when a response is actually built, so a request that
+passes costs no tag.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twsip.sip import sdp
+from twsip.sip.message import Request, Response, SipParseError
+from twsip.sip.session import ALLOWED_METHODS
+from twsip.sip.uri import SUPPORTED_SCHEMES, uri_scheme
+
+__all__ = ["KNOWN_METHODS", "ALLOW", "screen", "screen_offer", "options_response",
+           "malformed_response", "warning"]
+
+# Methods this UA knows but does not serve: 405 with Allow (§8.2.1). Others get 501.
+KNOWN_METHODS = frozenset({
+    "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "INFO", "UPDATE", "PRACK",
+    "PUBLISH",
+})
+ACCEPTED_BODIES = ("application/sdp",)
+ALLOW = ", ".join(ALLOWED_METHODS)
+
+TagFactory = Callable[[], str]
+
+
+def warning(reason: str) -> str:
+    """A Warning value (RFC 3261 §20.43) carrying a human reason; quotes and backslashes
+    are replaced so the quoted-string stays well formed."""
+    return '399 twsip "{}"'.format(reason.replace("\\", "/").replace('"', "'"))
+
+
+def screen(request: Request, new_tag: TagFactory) -> Response | None:
+    """§8.2.1-8.2.3: method, URI scheme, Require, body; None when all is well."""
+    method = request.method
+    if method not in ALLOWED_METHODS:
+        if method in KNOWN_METHODS:
+            response = request.response(405, to_tag=new_tag())
+            response.set("allow", ALLOW)
+            return response
+        return request.response(501, to_tag=new_tag())
+    if uri_scheme(request.uri) not in SUPPORTED_SCHEMES:
+        return request.response(416, to_tag=new_tag())
+    if method == "CANCEL":
+        return None
+    if method == "INVITE":
+        try:
+            request.contact  # the remote target of the dialog this would create (§12.1.1)
+        except SipParseError as exc:
+            response = request.response(400, to_tag=new_tag())
+            response.set("warning", warning(exc.reason))
+            return response
+    required = request.require
+    if required:
+        response = request.response(420, to_tag=new_tag())
+        response.set("unsupported", required)
+        return response
+    if request.body:
+        refusal = _screen_body(request, new_tag)
+        if refusal is not None:
+            return refusal
+    if method == "INVITE" and "accept" in request.headers:
+        accepted = {v.partition(";")[0].strip().lower() for v in request.get_all("accept")}
+        if accepted and not accepted & {"application/sdp", "application/*", "*/*", ""}:
+            response = request.response(406, to_tag=new_tag())
+            response.set("accept", "application/sdp")
+            return response
+    return None
+
+
+def _screen_body(request: Request, new_tag: TagFactory) -> Response | None:
+    """§8.2.3: a body we cannot read is refused 415, saying what we can."""
+    if request.content_type not in ACCEPTED_BODIES:
+        response = request.response(415, to_tag=new_tag())
+        response.set("accept", "application/sdp")
+        return response
+    encoding = request.get("content-encoding")
+    if encoding and encoding.lower() != "identity":
+        response = request.response(415, to_tag=new_tag())
+        response.set("accept-encoding", "identity")
+        return response
+    return None
+
+
+def options_response(request: Request, tag: str, contact: str) -> Response:
+    """What this UA can do (§11.2): the methods, body type and extensions it serves."""
+    response = request.response(200, to_tag=tag)
+    response.set("allow", ALLOW)
+    response.set("accept", "application/sdp")
+    response.set("supported", "")
+    response.set("contact", f"<{contact}>")
+    return response
+
+
+def malformed_response(exc: SipParseError, new_tag: TagFactory) -> Response | None:
+    """The answer owed to a malformed request, or None when none is owed or possible:
+    responses and ACKs are never answered, and without Via and CSeq no answer could be
+    matched by its sender (§17.1.3)."""
+    request = exc.message
+    if not isinstance(request, Request) or request.method == "ACK" \
+            or "via" not in request.headers or "cseq" not in request.headers:
+        return None
+    response = request.response(exc.status, to_tag=new_tag())
+    response.set("warning", warning(exc.reason))
+    return response
+
+
+def screen_offer(invite: Request, codecs: tuple[str, ...], host: str,
+                 new_tag: TagFactory) -> Response | None:
+    """488 for an INVITE whose offer we could never answer (RFC 3264 §6), before a call is
+    queued for the application; None when its SDP is fine or absent."""
+    if not invite.body:
+        return None
+    try:
+        sdp.answer(invite.body, codecs, host, 0)
+    except sdp.SdpError as exc:
+        response = invite.response(488, to_tag=new_tag())
+        response.set("warning", f'304 twsip "{exc}"')
+        return response
+    return None

@@ -1,0 +1,247 @@
+"""Dialog state (RFC 3261 §12) shared by both ends of a call, and how a call ends.
+
+`Session` keeps the tags, Call-ID, CSeq numbers, remote target and route set, builds the
+requests sent inside the dialog, answers the ones received there, and offers the ending API
+(`hangup()`, `when_ended()`) that both `ClientSession` (uac) and `ServerSession` (uas) share.
+It talks to its user agent only through the small `UserAgent` protocol, so nothing here
+knows about sockets.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+from twisted.internet.defer import Deferred, fail
+
+from twsip.outcome import Outcome
+from twsip.sip.ack_wait import AckWait
+from twsip.interfaces import TimeSource
+from twsip.sip.message import Message, NameAddr, Request, Response, request_headers
+from twsip.sip.transaction import (
+    ClientNonInviteTransaction,
+    ServerInviteTransaction,
+    ServerNonInviteTransaction,
+    TransactionLayer,
+)
+from twsip.sip.uri import Address, loopback_address
+
+__all__ = ["ALLOWED_METHODS", "CallFailed", "DialogState", "FinalResponse", "Session",
+           "UserAgent"]
+
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS")
+
+
+class DialogState(enum.Enum):
+    EARLY = "early"          # no final answer yet (the dialog may not exist on the wire)
+    CONFIRMED = "confirmed"  # a 2xx was sent or received
+    ENDED = "ended"
+
+
+EARLY = DialogState.EARLY
+CONFIRMED = DialogState.CONFIRMED
+ENDED = DialogState.ENDED
+
+
+class CallFailed(Exception):
+    """A call that did not come about or did not end well, with the SIP status that says why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class UserAgent(Protocol):
+    """What a session needs from its user agent (implemented by `SipInstance`)."""
+
+    dn: str
+    host: str
+    port: int
+    codecs: tuple[str, ...]
+
+    @property
+    def clock(self) -> TimeSource: ...
+    @property
+    def transactions(self) -> TransactionLayer: ...
+    @property
+    def contact(self) -> str: ...
+    def new_via(self) -> str: ...
+    def new_tag(self) -> str: ...
+    def send_message(self, message: Message, addr: Address) -> None: ...
+    def register_dialog(self, session: Session) -> None: ...
+    def unregister_dialog(self, session: Session) -> None: ...
+    def media_port(self) -> int: ...
+
+
+class FinalResponse:
+    """A client transaction's user that only wants the outcome: the final response, or
+    CallFailed(408) when none came (BYE, OPTIONS)."""
+
+    __slots__ = ("outcome", "method")
+
+    def __init__(self, outcome: Outcome, method: str) -> None:
+        self.outcome = outcome
+        self.method = method
+
+    def receive_response(self, response: Response) -> None:
+        if response.status >= 200:
+            self.outcome.fire(response)
+
+    def timed_out(self) -> None:
+        self.outcome.fire(CallFailed(408, f"no response to {self.method}"))
+
+
+ServerTransaction = ServerInviteTransaction | ServerNonInviteTransaction
+
+
+class Session:
+    """Dialog state shared by both ends of a call, and how a call ends."""
+
+    def __init__(self, ua: UserAgent, call_id: str, local_tag: str) -> None:
+        self.ua = ua
+        self.call_id = call_id
+        self.local_tag = local_tag
+        self.remote_tag: str | None = None
+        self.local_uri = ""
+        self.remote_uri = ""
+        self.local_cseq = 0
+        self.remote_cseq: int | None = None
+        self.remote_target = ""
+        self.route_set: list[str] = []
+        self.peer: Address = ("127.0.0.1", 5060)
+        self.state = EARLY
+        self.remote_sdp: bytes | None = None
+        self.local_sdp: bytes | None = None
+        self.end_reason: str | None = None
+        self._ended = Outcome()
+        self._hangup: Outcome | None = None
+        self._ack_wait: AckWait | None = None  # our last 2xx to an INVITE, until its ACK
+
+    @property
+    def dialog_id(self) -> tuple[str, str, str | None]:
+        return (self.call_id, self.local_tag, self.remote_tag)
+
+    @property
+    def ended(self) -> bool:
+        return self.state is ENDED
+
+    @property
+    def established(self) -> bool:
+        return self.state is CONFIRMED
+
+    def when_ended(self) -> Deferred[str]:
+        """A new Deferred firing with a short reason once the dialog ends, from either side."""
+        return self._ended.wait()
+
+    def hangup(self) -> Deferred:
+        """End an established call with BYE; fires with the BYE's final response."""
+        if self._hangup is not None:
+            return self._hangup.wait()
+        if self.state is not CONFIRMED:
+            return fail(CallFailed(481, f"call {self.call_id} is not established"))
+        outcome = self._hangup = Outcome()
+        ClientNonInviteTransaction(self.ua.transactions, self.in_dialog_request("BYE"),
+                                   self.destination(), FinalResponse(outcome, "BYE"))
+        self._end("local hangup")
+        return outcome.wait()
+
+    # -- requests inside the dialog (§12.2.1.1) -------------------------------------------
+    def in_dialog_request(self, method: str, cseq: int | None = None) -> Request:
+        """A request inside the dialog; a new CSeq number unless one is given (ACK)."""
+        if cseq is None:
+            self.local_cseq += 1
+            cseq = self.local_cseq
+        to = NameAddr(self.remote_uri, params={"tag": self.remote_tag} if self.remote_tag else {})
+        frm = NameAddr(self.local_uri, params={"tag": self.local_tag})
+        uri = self.remote_target
+        headers = request_headers(method, cseq, via=self.ua.new_via(), from_=str(frm),
+                                  to=str(to), call_id=self.call_id)
+        if self.route_set:
+            if ";lr" in self.route_set[0]:
+                headers["route"] = list(self.route_set)
+            else:  # strict router (§12.2.1.1): it takes the Request-URI's place
+                uri = self.route_set[0].strip("<>")
+                headers["route"] = self.route_set[1:] + [f"<{self.remote_target}>"]
+        headers["contact"] = [f"<{self.ua.contact}>"]
+        return Request(method, uri, headers)
+
+    def destination(self) -> Address:
+        """Where in-dialog requests go: the first route or the remote target, if loopback.
+
+        Local mode never resolves a name nor leaves 127.0.0.0/8; a target that is not a
+        loopback literal is replaced by the address the peer's messages came from.
+        """
+        target = self.route_set[0].strip("<>") if self.route_set else self.remote_target
+        addr = loopback_address(target.split(">")[0]) if target else None
+        return addr or self.peer
+
+    def receive_request(self, request: Request, tx: ServerTransaction) -> None:
+        """An in-dialog request other than ACK/CANCEL (BYE, re-INVITE, ...)."""
+        cseq = request.cseq.number
+        if self.remote_cseq is not None and cseq < self.remote_cseq:
+            tx.respond(request.response(500, "CSeq out of order"))
+            return
+        self.remote_cseq = cseq
+        if request.method == "BYE":
+            tx.respond(request.response(200))
+            self._remote_bye()
+        elif request.method == "INVITE":
+            self._reinvite(request, tx)
+        else:
+            tx.respond(request.response(200))
+
+    def _reinvite(self, request: Request, tx: ServerTransaction) -> None:
+        """A session refresh: answer with the same session description."""
+        response = request.response(200)
+        response.set("contact", f"<{self.ua.contact}>")
+        if self.local_sdp:
+            response.set("content-type", "application/sdp")
+            response.body = self.local_sdp
+        tx.respond(response)
+        self._wait_for_ack(response, request.cseq.number)
+
+    # -- the 2xx to an INVITE and its ACK (§13.3.1.4) -------------------------------------
+    def _wait_for_ack(self, response: Response, cseq: int) -> None:
+        if self._ack_wait is not None:
+            self._ack_wait.stop()
+        self._ack_wait = AckWait(self, response, cseq)
+
+    def ack_received(self, ack: Request) -> None:
+        """An ACK in this dialog: the one for our pending 2xx stops its retransmission;
+        any other (a retransmission, a late one) changes nothing."""
+        wait = self._ack_wait
+        if wait is not None and ack.cseq.number == wait.cseq:
+            wait.stop()
+            self._ack_wait = None  # the 2xx goes with it
+            self._acked(ack)
+
+    def _acked(self, ack: Request) -> None:
+        """The ACK for our last 2xx arrived (a subclass may want its body)."""
+
+    def no_ack(self) -> None:
+        """64*T1 without the ACK for our 2xx: the dialog is confirmed but ends with BYE."""
+        self._ack_wait = None
+        if self.state is CONFIRMED:
+            self.hangup().addErrback(lambda _: None)
+
+    # -- the end ---------------------------------------------------------------------------
+    def _remote_bye(self) -> None:
+        self._end("remote hangup")
+
+    def _end(self, reason: str) -> None:
+        if self.state is ENDED:
+            return
+        self.state = ENDED
+        self.end_reason = reason
+        self._stop_timers()
+        self.ua.unregister_dialog(self)
+        self._ended.fire(reason)
+
+    def _stop_timers(self) -> None:
+        if self._ack_wait is not None:
+            self._ack_wait.stop()
+            self._ack_wait = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.call_id} {self.state.value}>"

@@ -1,0 +1,207 @@
+"""A call this user agent places (the UAC side of RFC 3261 §13.2), and its cancelling (§9.1)."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, succeed
+
+from twsip.outcome import Outcome
+from twsip.sip import sdp
+from twsip.interfaces import DelayedCall, cancel_call
+from twsip.sip.message import Request, Response, parse, request_headers
+from twsip.sip.session import (
+    ALLOWED_METHODS,
+    CONFIRMED,
+    EARLY,
+    ENDED,
+    CallFailed,
+    Session,
+    UserAgent,
+)
+from twsip.sip.transaction import (
+    NO_USER,
+    ClientInviteTransaction,
+    ClientNonInviteTransaction,
+    build_cancel,
+)
+from twsip.sip.uri import Address
+
+__all__ = ["ClientSession"]
+
+
+class ClientSession(Session):
+    """A call this user agent places; the user of its INVITE client transaction."""
+
+    def __init__(self, ua: UserAgent, target: str, addr: Address, call_id: str,
+                 timeout: float | None = None, from_uri: str | None = None) -> None:
+        super().__init__(ua, call_id, ua.new_tag())
+        self.local_uri = from_uri or f"sip:{ua.dn}@{ua.host}:{ua.port}"
+        self.remote_uri = target
+        self.remote_target = target
+        self.peer = addr
+        self.provisional: list[Response] = []
+        self.final_response: Response | None = None
+        self._answered = Outcome()
+        self._ringing = Outcome()
+        self._cancel_pending = False
+        self._cancelled = False
+        self._ack: tuple[bytes, Request] | None = None
+        self.local_cseq = 1
+        self.local_sdp = sdp.offer(ua.codecs, ua.host, ua.media_port())
+        self.invite = self._build_invite()
+        self._tx = ClientInviteTransaction(ua.transactions, self.invite, addr, self)
+        self._setup_timer: DelayedCall | None = None
+        if timeout:
+            self._setup_timer = ua.clock.callLater(timeout, self._setup_timeout, timeout)
+
+    def _build_invite(self) -> Request:
+        headers = request_headers("INVITE", 1, via=self.ua.new_via(),
+                                  from_=f"<{self.local_uri}>;tag={self.local_tag}",
+                                  to=f"<{self.remote_uri}>", call_id=self.call_id)
+        headers["contact"] = [f"<{self.ua.contact}>"]
+        headers["allow"] = list(ALLOWED_METHODS)
+        headers["content-type"] = ["application/sdp"]
+        return Request("INVITE", self.remote_target, headers, self.local_sdp or b"")
+
+    def when_answered(self) -> Deferred[ClientSession]:
+        """Fires with this session once a 2xx arrived and was ACKed; fails with CallFailed.
+
+        Cancelling the returned Deferred before the final response cancels the call.
+        """
+        return self._answered.wait(lambda _d: self.cancel())
+
+    def when_ringing(self) -> Deferred[Response]:
+        """Fires with the first 180/183 received; fails with CallFailed if none comes."""
+        return self._ringing.wait()
+
+    # -- what the INVITE transaction reports (ClientTransactionUser) ----------------------
+    def receive_response(self, response: Response) -> None:
+        status = response.status
+        if status < 200:
+            self.provisional.append(response)
+            tag = response.to.tag
+            if tag and self.remote_tag is None and self.state is EARLY:
+                self.remote_tag = tag
+            if self._cancel_pending:
+                self._send_cancel()
+            if status in (180, 183):
+                self._ringing.fire(response)
+        elif status < 300:
+            self._on_2xx(response)
+        else:
+            self.final_response = response
+            self._fail(CallFailed(status, response.reason), f"rejected {status}")
+
+    def timed_out(self) -> None:
+        self._fail(CallFailed(408, "no final response to INVITE (Timer B)"), "timeout")
+
+    def _on_2xx(self, response: Response) -> None:
+        tag = response.to.tag
+        if self._ack is not None:
+            if tag == self.remote_tag:
+                self.ua.send_message(self._ack[1], self.destination())  # re-ACK (§13.2.2.4)
+            return
+        self.final_response = response
+        self.remote_tag = tag
+        self.remote_sdp = response.body or None
+        contacts = response.contact
+        if contacts:
+            self.remote_target = contacts[0].uri
+        self.route_set = list(reversed(response.get_all("record-route")))
+        self.peer = self._tx.addr
+        ack = self.in_dialog_request("ACK", self.invite.cseq.number)
+        self._ack = (ack.to_bytes(), ack)
+        self.ua.send_message(ack, self.destination())
+        cancel_call(self._setup_timer)
+        if self._cancelled or self.state is ENDED:
+            # A 2xx that crossed our CANCEL: confirm it, then end it at once (§15).
+            self.state = CONFIRMED
+            self.ua.register_dialog(self)
+            self._hangup = None
+            self.hangup().addErrback(lambda _: None)
+            return
+        self.state = CONFIRMED
+        self.ua.register_dialog(self)
+        self._answered.fire(self, owner=True)
+        self._ringing.fire(CallFailed(200, "answered without ringing"))
+
+    def _setup_timeout(self, timeout: float) -> None:
+        self._setup_timer = None
+        if self.state is EARLY:
+            self._request_cancel()
+            self._fail(CallFailed(408, f"no answer within {timeout:g} s"), "timeout")
+
+    def _fail(self, failure: CallFailed, reason: str) -> None:
+        cancel_call(self._setup_timer)
+        self._setup_timer = None
+        self._answered.fire(failure)
+        self._ringing.fire(failure)
+        self._end(reason)
+
+    # -- cancelling (§9.1) ----------------------------------------------------------------
+    def cancel(self) -> None:
+        """Give up on a call not yet answered: CANCEL it; the call fails with 487."""
+        if self.state is not EARLY:
+            return
+        self._request_cancel()
+        self._fail(CallFailed(487, "Request Terminated (cancelled by caller)"), "cancelled")
+
+    def _request_cancel(self) -> None:
+        self._cancelled = True
+        if self.provisional:
+            self._send_cancel()
+        else:
+            self._cancel_pending = True  # a CANCEL may only follow a provisional response
+
+    def _send_cancel(self) -> None:
+        self._cancel_pending = False
+        ClientNonInviteTransaction(self.ua.transactions, build_cancel(self.invite),
+                                   self._tx.addr, NO_USER)
+
+    def hangup(self) -> Deferred:
+        if self.state is EARLY:
+            self.cancel()
+            return succeed(None)
+        return super().hangup()
+
+    def _end(self, reason: str) -> None:
+        if self.state is EARLY and reason in ("cancelled", "timeout"):
+            # The INVITE transaction lives on to receive the 487 (or a crossing 2xx).
+            self.state = ENDED
+            self.end_reason = reason
+            self._ended.fire(reason)
+            return
+        super()._end(reason)
+        tx = self._tx
+        if self._ack is not None and tx.user is self:
+            # All the INVITE transaction can still pass up (Timer M, 32 s) is a 2xx
+            # retransmission, which gets the same ACK again: hand it just that, so that
+            # the ended session is not kept alive for it.
+            tx.replace_user(_ReAck(self.ua, self._ack[0], self.remote_tag,
+                                   self.destination()))
+
+    def _stop_timers(self) -> None:
+        super()._stop_timers()
+        cancel_call(self._setup_timer)
+        self._setup_timer = None
+
+
+class _ReAck:
+    """A confirmed call's INVITE transaction user once the call has ended: ACK again each
+    retransmitted 2xx from the dialog's peer (§13.2.2.4), as `ClientSession._on_2xx` does.
+    It keeps the ACK's bytes only, and rebuilds the message in the rare case it is needed."""
+
+    __slots__ = ("ua", "ack", "remote_tag", "destination")
+
+    def __init__(self, ua: UserAgent, ack: bytes, remote_tag: str | None,
+                 destination: Address) -> None:
+        self.ua = ua
+        self.ack = ack
+        self.remote_tag = remote_tag
+        self.destination = destination
+
+    def receive_response(self, response: Response) -> None:
+        if 200 <= response.status < 300 and response.to.tag == self.remote_tag:
+            self.ua.send_message(parse(self.ack), self.destination)
+
+    def timed_out(self) -> None:
+        pass  # Accepted has no Timer B

@@ -1,0 +1,169 @@
+"""A call this user agent receives (the UAS side of RFC 3261 §13.3)."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+
+from twsip.outcome import Outcome
+from twsip.sip import sdp
+from twsip.sip.message import Request, Response
+from twsip.sip.session import (
+    ALLOWED_METHODS,
+    CONFIRMED,
+    EARLY,
+    CallFailed,
+    Session,
+    UserAgent,
+)
+from twsip.sip.transaction import ServerInviteTransaction
+from twsip.sip.uri import Address
+
+__all__ = ["ServerSession"]
+
+log = Logger(namespace="twsip.dialog")
+
+
+class ServerSession(Session):
+    """A call this user agent receives, created by the UA core per new INVITE; the user of
+    that INVITE's server transaction."""
+
+    def __init__(self, ua: UserAgent, invite: Request, tx: ServerInviteTransaction,
+                 addr: Address) -> None:
+        super().__init__(ua, invite.call_id, ua.new_tag())
+        self.invite = invite
+        self.tx = tx
+        tx.replace_user(self)
+        frm = invite.from_
+        self.remote_tag = frm.tag
+        self.remote_uri = frm.uri
+        self.local_uri = invite.to.uri
+        self.remote_cseq = invite.cseq.number
+        self.peer = addr
+        contacts = invite.contact
+        self.remote_target = contacts[0].uri if contacts else frm.uri
+        self.route_set = invite.get_all("record-route")
+        self.remote_sdp = invite.body or None
+        self.answered = False
+        self._answered: Outcome | None = None
+        self._ringing_sent = False
+        ua.register_dialog(self)
+
+    @property
+    def caller(self) -> str:
+        return self.remote_uri
+
+    def _response(self, status: int, reason: str | None = None) -> Response:
+        response = self.invite.response(status, reason, to_tag=self.local_tag)
+        if 100 < status < 300:
+            response.set("contact", f"<{self.ua.contact}>")
+            if self.route_set:
+                response.set("record-route", self.route_set)
+        return response
+
+    @property
+    def ringing_sent(self) -> bool:
+        return self._ringing_sent
+
+    def ringing(self, status: int = 180) -> None:
+        """Send 180 Ringing (or 183) on this call, if it is still waiting for an answer."""
+        if self.state is not EARLY or self.tx.answered:
+            return
+        self.tx.respond(self._response(status))
+        self._ringing_sent = True
+
+    def answer(self) -> Deferred[ServerSession]:
+        """Send 200 with an SDP answer; fires when the ACK arrives, fails with 408 without."""
+        if self._answered is not None:
+            return self._answered.wait()
+        if self.state is not EARLY or self.tx.answered:
+            return fail(CallFailed(481, f"call {self.call_id} can no longer be answered"))
+        response = self._response(200)
+        ua = self.ua
+        try:
+            if self.remote_sdp:
+                self.local_sdp = sdp.answer(self.remote_sdp, ua.codecs, ua.host,
+                                            ua.media_port())
+            else:  # offer in the 2xx, answer in the ACK (§13.2.1)
+                self.local_sdp = sdp.offer(ua.codecs, ua.host, ua.media_port())
+        except sdp.SdpError as exc:
+            self.reject(488, "Not Acceptable Here")
+            return fail(CallFailed(488, str(exc)))
+        response.set("allow", list(ALLOWED_METHODS))
+        response.set("content-type", "application/sdp")
+        response.body = self.local_sdp
+        self.answered = True
+        self.state = CONFIRMED
+        self._answered = Outcome()
+        self.tx.respond(response)
+        self._wait_for_ack(response, self.invite.cseq.number)
+        return self._answered.wait()
+
+    def _acked(self, ack: Request) -> None:
+        if ack.body and self.remote_sdp is None:  # the answer to an offer in our 2xx
+            self.remote_sdp = ack.body
+        if self._answered is not None:
+            self._answered.fire(self, owner=True)
+
+    def no_ack(self) -> None:
+        super().no_ack()
+        if self._answered is not None:
+            self._answered.fire(CallFailed(408, "no ACK for the 2xx"))
+
+    def reject(self, status: int = 486, reason: str | None = None) -> None:
+        """Refuse the call with a final 3xx-6xx status."""
+        if not 300 <= status <= 699:
+            raise ValueError(f"reject needs a status from 300 to 699, not {status}")
+        if self.state is not EARLY or self.tx.answered:
+            return
+        self.tx.respond(self._response(status, reason))
+        self._end(f"rejected {status}")
+
+    def hangup(self) -> Deferred:
+        """BYE when answered; before that, decline the call (603)."""
+        if self.state is EARLY and not self.answered:
+            self.reject(603)
+            return succeed(None)
+        return super().hangup()
+
+    # -- what the INVITE transaction reports (InviteServerUser) ----------------------------
+    def remote_cancel(self) -> None:
+        """The caller CANCELled before our final response (§9.2): 487 the INVITE."""
+        if self.state is EARLY and not self.tx.answered:
+            self.tx.respond(self._response(487))
+            self._end("cancelled by caller")
+
+    def timed_out(self) -> None:
+        log.debug("no ACK for the error response to {call_id}", call_id=self.call_id)
+
+    def _remote_bye(self) -> None:
+        if not self.tx.answered:
+            self.tx.respond(self._response(487))
+        super()._remote_bye()
+        if self._answered is not None:
+            self._answered.fire(CallFailed(487, "caller hung up before the ACK"))
+
+    def _end(self, reason: str) -> None:
+        super()._end(reason)
+        tx = self.tx
+        if tx.user is self:
+            tx.replace_user(_EndedCall(self.local_tag, self.call_id))
+
+
+class _EndedCall:
+    """What an INVITE server transaction keeps of its call once the call has ended: the To
+    tag that a late CANCEL is answered with (§9.2). The transaction lingers up to 32 s
+    (Timer L or H) after every call; holding this instead of the session lets the session
+    and its INVITE go as soon as the call ends."""
+
+    __slots__ = ("local_tag", "call_id")
+
+    def __init__(self, local_tag: str, call_id: str) -> None:
+        self.local_tag = local_tag
+        self.call_id = call_id
+
+    def remote_cancel(self) -> None:
+        pass  # answered already: the CANCEL changes nothing (§9.2)
+
+    def timed_out(self) -> None:
+        log.debug("no ACK for the error response to {call_id}", call_id=self.call_id)
