@@ -272,3 +272,17 @@ def test_cancelling_play() -> None:
     run(clock, 0.2)
     assert len(transport.sent) == 6 and len(failures) == 1
     assert clock.getDelayedCalls() == []
+
+
+def test_send_failure_is_counted_not_raised() -> None:
+    clock = Clock()
+    endpoint, transport = make(clock)
+
+    def refuse(data: bytes, addr: tuple[str, int]) -> None:
+        raise OSError(90, "Message too long")
+
+    endpoint._sendto = refuse
+    done = endpoint.play(tone(440, 0.06))
+    run(clock, 0.1)
+    assert done.result is True and endpoint.counters.send_errors == 3
+    assert endpoint.counters.sent_packets == 0 and clock.getDelayedCalls() == []

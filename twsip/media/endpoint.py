@@ -178,7 +178,11 @@ class RtpEndpoint(DatagramProtocol):
         self.scheduler = scheduler if scheduler is not None else scheduler_for(clock)
         self.send_types = send
         self.receive_types = receive if receive is not None else send
+        self._send_audio_pt = send.audio_pt  # per-packet lookups, kept as plain attributes
+        self._receive_audio_pt = self.receive_types.audio_pt
         self.direction = Direction(direction)
+        self._sends = self.direction.sends
+        self._receives = self.direction.receives
         self.latch = latch
         self.latched = False
         self.on_dtmf = on_dtmf
@@ -194,6 +198,7 @@ class RtpEndpoint(DatagramProtocol):
         self._streams: dict[int, ReceiveStats] = {}
         self._remote: Address | None = None
         self._remote_ok = False
+        self._sendto: Callable[[bytes, Address], object] | None = None
         self._plays: deque[_PlayJob] = deque()
         self._dtmf: deque[_DtmfJob] = deque()
         self._source: FrameSource | None = None
@@ -232,14 +237,18 @@ class RtpEndpoint(DatagramProtocol):
     def set_direction(self, direction: Direction | str) -> None:
         """Change the SDP direction (hold / retrieve); takes effect on the next packet."""
         self.direction = Direction(direction)
+        self._sends = self.direction.sends
+        self._receives = self.direction.receives
 
     def set_payload_types(self, send: PayloadTypes | None = None,
                           receive: PayloadTypes | None = None) -> None:
         """New payload type numbers after an offer/answer (re-INVITE)."""
         if send is not None:
             self.send_types = send
+            self._send_audio_pt = send.audio_pt
         if receive is not None:
             self.receive_types = receive
+            self._receive_audio_pt = receive.audio_pt
 
     def set_source(self, source: FrameSource | str | None) -> None:
         """What to send when no file or digit is playing: a source, a spec ('tone:440',
@@ -362,7 +371,7 @@ class RtpEndpoint(DatagramProtocol):
             elif linear:
                 frame = self.send_types.codec.encode(linear)
         if frame:
-            self._send(self.send_types.audio_pt, timestamp, frame, not self._talking)
+            self._send(self._send_audio_pt, timestamp, frame, not self._talking)
             self._talking = True
         else:
             self._talking = False
@@ -373,13 +382,32 @@ class RtpEndpoint(DatagramProtocol):
         self._key = None
         return False
 
+    def startProtocol(self) -> None:
+        """Pick the send call once: the socket's own `sendto` when the transport has one.
+
+        Twisted's `udp.Port.write` checks the address with `isIPAddress` three times per
+        datagram, two thirds of the cost of a send; `set_remote` and latching have checked
+        it once already (an ASCII loopback literal, so `sendto` never resolves anything).
+        Other transports (test fakes, other reactors) are written to through `write`.
+        """
+        sock = getattr(self.transport, "socket", None)
+        sendto = getattr(sock, "sendto", None)
+        if callable(sendto):
+            self._sendto = sendto
+        elif self.transport is not None:
+            self._sendto = self.transport.write
+
+    def stopProtocol(self) -> None:
+        self._sendto = None
+
     def _send(self, payload_type: int, timestamp: int, payload: bytes, marker: bool) -> None:
         counters = self.counters
-        if not self.direction.sends:
+        if not self._sends:
             counters.suppressed += 1
             return
         remote = self._remote
-        if remote is None or self.transport is None:
+        sendto = self._sendto
+        if remote is None or sendto is None:
             counters.unsent += 1
             return
         if not self._remote_ok:
@@ -389,8 +417,8 @@ class RtpEndpoint(DatagramProtocol):
         self._sequence = (sequence + 1) & 0xFFFF
         data = encode_rtp(payload_type, sequence, timestamp, self.ssrc, payload, marker)
         try:
-            self.transport.write(data, remote)
-        except (OSError, MessageLengthError) as exc:
+            sendto(data, remote)
+        except (OSError, MessageLengthError) as exc:  # EAGAIN (buffer full), EMSGSIZE, ...
             counters.send_errors += 1
             log.debug("RTP send to {peer} failed: {error}", peer=remote, error=exc)
             return
@@ -402,7 +430,7 @@ class RtpEndpoint(DatagramProtocol):
         """Screen, decode, count; then DTMF to the detector, audio to recorder and echo."""
         counters = self.counters
         counters.received_datagrams += 1
-        if not self.direction.receives or self.closed:
+        if not self._receives or self.closed:
             counters.dropped_direction += 1
             return
         try:
@@ -436,7 +464,7 @@ class RtpEndpoint(DatagramProtocol):
             self._arm_dtmf_timer()
             return
         stats.update(packet.sequence, packet.timestamp, now, payload_type, len(packet.payload))
-        codec = types.codec if payload_type == types.audio_pt \
+        codec = types.codec if payload_type == self._receive_audio_pt \
             else STATIC_PAYLOAD_TYPES.get(payload_type)
         if codec is None:
             counters.unknown_payload += 1
