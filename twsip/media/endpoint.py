@@ -173,7 +173,7 @@ class RtpEndpoint(DatagramProtocol):
                  recorder: AudioSink | None = None, source: FrameSource | str | None = None,
                  scheduler: PacingScheduler | None = None,
                  rng_bits: Callable[[int], int] = secrets.randbits,
-                 dtmf_quiet: float = 0.3, samples_per_packet: int = 160) -> None:
+                 dtmf_quiet: float = 0.3) -> None:
         self.clock = clock
         self.scheduler = scheduler if scheduler is not None else scheduler_for(clock)
         self.send_types = send
@@ -188,7 +188,8 @@ class RtpEndpoint(DatagramProtocol):
         self.on_dtmf = on_dtmf
         self.recorder = recorder
         self.dtmf_quiet = dtmf_quiet
-        self.samples_per_packet = samples_per_packet
+        # One packet per tick: its size follows the scheduler's ptime (160 at 20 ms).
+        self.samples_per_packet = round(self.scheduler.ptime * CLOCK_RATE)
         self.ssrc = rng_bits(32)
         self._sequence = rng_bits(16)
         self._timestamp_base = rng_bits(32)
