@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from raw_phone import RawPhone, answer_to, finish, still_serving
 from twsip.sip import sdp
-from twsip.sip.lexical import ipv4_literal, is_loopback, wire_number
+from twsip.lexical import ipv4_literal, is_loopback, wire_number
 from twsip.sip.message import SipParseError, parse
 from twsip.sip.uri import loopback_address
 from twsip.testing import FakeNetwork, LoggedFailures

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from twsip.config import KNOWN_CODECS, SipInstanceConfig
-from twsip.sip.lexical import wire_number
+from twsip.lexical import wire_number
 
 __all__ = [
     "KNOWN_COMMANDS",

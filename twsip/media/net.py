@@ -2,7 +2,7 @@
 
 Local mode sends only to 127.0.0.0/8 and never looks a name up (a name would make
 `sendto` call the resolver, blocking the reactor). The media layer imports nothing from
-twsip.sip, so the SIP layer's rule is restated here in a few lines. RTP ports are bound
+twsip.sip; the rule itself is twsip.lexical's, shared with SIP. RTP ports are bound
 like the SIP ports: the port asked for, else +2, +4, ... on `CannotListenError`.
 """
 
@@ -12,28 +12,9 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 
+from twsip.lexical import Address, is_loopback
+
 __all__ = ["Address", "is_loopback", "listen_rtp", "RtpPortError"]
-
-Address = tuple[str, int]
-
-
-def is_loopback(host: str) -> bool:
-    """True for an ASCII dotted quad in 127.0.0.0/8 without leading zeros that names one
-    host (not 127.0.0.0 or 127.255.255.255, where a send fails with EACCES)."""
-    if not host.isascii():
-        return False
-    parts = host.split(".")
-    if len(parts) != 4 or parts[0] != "127":
-        return False
-    octets = []
-    for part in parts:
-        if not part.isdigit() or len(part) > 3 or (len(part) > 1 and part[0] == "0"):
-            return False
-        value = int(part)
-        if value > 255:
-            return False
-        octets.append(value)
-    return octets[1:] not in ([0, 0, 0], [255, 255, 255])
 
 
 class RtpPortError(RuntimeError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
-from twsip.sip.lexical import wire_number
+from twsip.lexical import wire_number
 
 __all__ = [
     "SipParseError",

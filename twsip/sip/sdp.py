@@ -6,7 +6,7 @@ listens, which is enough for SIP peers to negotiate and complete calls.
 
 from __future__ import annotations
 
-from twsip.sip.lexical import wire_number
+from twsip.lexical import wire_number
 
 __all__ = ["CODECS", "build_offer", "build_answer", "offer", "answer", "audio_payloads",
            "SdpError"]

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from twsip.sip.lexical import is_loopback, wire_number
+from twsip.lexical import Address, is_loopback, wire_number
 
 __all__ = ["Address", "SipUri", "parse_uri", "uri_scheme", "is_loopback", "loopback_address"]
 
 SUPPORTED_SCHEMES = frozenset({"sip", "sips"})
 
-# Where a datagram goes or came from: (IPv4 literal, port). The one address type of twsip.
-Address = tuple[str, int]
 
 
 @dataclass

@@ -4,14 +4,18 @@
 a parser that trusts either reads numbers no peer sent, or raises where it meant to refuse.
 And an address that is not an ASCII IPv4 literal makes `socket.sendto` call the resolver
 (a DNS query that blocks the reactor). So every number on the wire is ASCII ``[0-9]+``, and
-every host twsip may send to is an ASCII dotted quad, here and nowhere else.
+every host twsip may send to is an ASCII dotted quad, here and nowhere else. SIP and RTP
+both send, so this sits below both layers.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["wire_number", "ipv4_literal", "is_loopback"]
+__all__ = ["Address", "wire_number", "ipv4_literal", "is_loopback"]
+
+# Where a datagram goes or came from: (IPv4 literal, port). The one address type of twsip.
+Address = tuple[str, int]
 
 _DIGITS = re.compile(r"[0-9]+\Z", re.ASCII)
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
