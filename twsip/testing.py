@@ -42,10 +42,16 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IReactorUDP
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IReactorTime,
+    IReactorUDP,
+    IUDPTransport,
+)
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
-from twisted.logger import LogEvent, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -68,6 +74,7 @@ T = TypeVar("T")
 UDP_MAX = 65535  # the largest datagram a write may carry
 
 
+@implementer(ILogObserver)
 class LoggedFailures:
     """Collect failures that twsip caught and logged (``log.failure``) while active.
 
@@ -163,6 +170,7 @@ class Impairment:
         return delays
 
 
+@implementer(IUDPTransport, IListeningPort)
 class FakeDatagramTransport:
     """The transport a protocol attached to a `FakeNetwork` writes to (IUDPTransport-like),
     and the listening port that `FakeNetwork.listenUDP` returns (getHost, stopListening).
@@ -195,6 +203,19 @@ class FakeDatagramTransport:
 
     loseConnection = stopListening  # noqa: N815
 
+    def startListening(self) -> None:  # noqa: N802
+        """Attached ports listen from the start (IListeningPort)."""
+
+    def connect(self, host: str, port: int) -> None:
+        raise NotImplementedError("FakeNetwork ports send with write(data, addr), unconnected")
+
+    def getBroadcastAllowed(self) -> bool:  # noqa: N802
+        return False  # local mode never broadcasts
+
+    def setBroadcastAllowed(self, enabled: bool) -> None:  # noqa: N802
+        if enabled:
+            raise NotImplementedError("local mode never broadcasts")
+
     def __repr__(self) -> str:
         return f"<FakeDatagramTransport {self.address[0]}:{self.address[1]}>"
 
@@ -210,10 +231,12 @@ class Endpoint(DatagramProtocol):
 
     @property
     def address(self) -> Address:
+        assert self.transport is not None, "the endpoint is not attached to a network"
         host = self.transport.getHost()
         return (host.host, host.port)
 
     def send(self, data: bytes, addr: Address) -> None:
+        assert self.transport is not None, "the endpoint is not attached to a network"
         self.transport.write(data, addr)
 
     def take(self) -> list[tuple[bytes, Address]]:
@@ -266,7 +289,7 @@ class FakeNetwork:
             raise ValueError(f"{host}:{port} is already taken on this network")
         transport = FakeDatagramTransport(self, protocol, address)
         self._endpoints[address] = protocol
-        protocol.makeConnection(transport)  # type: ignore[arg-type]
+        protocol.makeConnection(transport)
         return transport
 
     def listenUDP(self, port: int, protocol: DatagramProtocol,  # noqa: N802
@@ -300,7 +323,7 @@ class FakeNetwork:
                 del self._endpoints[address]
                 protocol.doStop()
                 transport = protocol.transport
-                if transport is not None:
+                if isinstance(transport, FakeDatagramTransport):
                     transport.connected = False
 
     def add_instance(self, dn: str = "100", *, timers: TimerSettings | None = None,
@@ -490,8 +513,7 @@ class FakeNetwork:
     def cleanup(self) -> "Deferred[None]":
         """`cleanup()` every instance added with `add_instance`; fires when all are done."""
         d = DeferredList([instance.cleanup() for instance in self.instances])
-        d.addCallback(lambda _: None)
-        return d
+        return d.addCallback(lambda _: None)
 
     def datagrams(self, source: Address | None = None,
                   destination: Address | None = None) -> Iterator[Datagram]:
