@@ -11,7 +11,10 @@ Modules, one job each:
     pacing    PacingScheduler: one DelayedCall per ptime for every playing stream
     sources   tone/silence generators; tone, silence and echo frame sources
     net       is_loopback, listen_rtp (+2 steps on CannotListenError)
-    endpoint  RtpEndpoint (DatagramProtocol): play, send_dtmf, receive, close
+    session   Direction, PayloadTypes, EndpointCounters, EndpointReport: shared by the three below
+    sending   SendJobs: files, digit strings and a source, one packet per pacing tick
+    receiving RtpReceiver: screening, per-SSRC statistics, DTMF detection, recording, echo feed
+    endpoint  RtpEndpoint (DatagramProtocol): socket, addresses, RTP header; owns the two above
 
 Nothing is imported here, so `import twsip.media.rtp` costs only that module.
 """
