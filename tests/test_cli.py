@@ -69,13 +69,13 @@ def test_unsupported_nodes_exit_2_and_are_listed(capsys: pytest.CaptureFixture[s
                                                  tmp_path: Path) -> None:
     path = write_flow(tmp_path / "f.json", [
         {"id": "dtmf", "type": "command",
-         "data": {"command": "SendDTMF", "sipInstanceId": "A", "digits": "12"}},
+         "data": {"command": "Hold", "sipInstanceId": "A"}},
         {"id": "xfer", "type": "command",
          "data": {"command": "BlindTransfer", "sipInstanceId": "B", "targetUser": "300"}}],
         [edge("A", "dtmf"), edge("B", "xfer")])
     assert main(["run", path]) == EXIT_INVALID
     err = capsys.readouterr().err
-    assert "'dtmf' (SendDTMF: SendDTMF)" in err and "'xfer' (BlindTransfer: BlindTransfer)" in err
+    assert "'dtmf' (Hold: Hold)" in err and "'xfer' (BlindTransfer: BlindTransfer)" in err
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -182,7 +182,7 @@ async def test_shared_basic_call_flow_over_loopback_udp() -> None:
 
 def test_unsupported_nodes_are_refused_by_name_before_anything_starts(
         network: FakeNetwork) -> None:
-    text = flow(cmd("play", "PlayAudio", "A", filePath="x.wav"),
+    text = flow(cmd("play", "Retrieve", "A"),
                 evt("held", "HELD", "B"), cmd("call", "MakeCall", "A", targetUri="200"),
                 edges=[edge("A", "call"), edge("call", "play"), edge("B", "held")])
     manager = InstanceManager(reactor=network)
@@ -192,8 +192,8 @@ def test_unsupported_nodes_are_refused_by_name_before_anything_starts(
     with pytest.raises(ScenarioError) as info:
         network.run(engine.run(parse_scenario(text)))
     message = str(info.value)
-    assert "'play' (PlayAudio: PlayAudio)" in message and "'held' (HELD: HELD)" in message
-    assert "RTP media" in message
+    assert "'play' (Retrieve: Retrieve)" in message and "'held' (HELD: HELD)" in message
+    assert "re-INVITE/REFER" in message
     assert info.value.node == "play"
     assert not manager.instances and not seen and not engine.running
 

@@ -30,9 +30,11 @@ def test_readme_lists_the_registered_nodes() -> None:
 
 def test_the_runnable_families() -> None:
     assert list(HANDLERS) == ["MakeCall", "Answer", "Release", "INCOMING", "RINGING",
-                              "DISCONNECTED", "TIMEOUT"]
+                              "DISCONNECTED", "TIMEOUT", "PlayAudio", "SendDTMF",
+                              "DTMFReceived"]
     assert set(HANDLERS) | set(unsupported_names()) == {*KNOWN_COMMANDS, *KNOWN_EVENTS}
-    assert {h.family for h in HANDLERS.values()} == {"call control", "events and timers"}
+    assert {h.family for h in HANDLERS.values()} == {"call control", "events and timers",
+                                                     "media"}
 
 
 def test_each_handler_declares_what_it_reads_and_what_bounds_it() -> None:
@@ -56,8 +58,8 @@ def test_the_table_refuses_unknown_or_doubled_handlers() -> None:
 def test_unregistered_nodes_are_refused_by_name() -> None:
     text = ('{"nodes": [{"id": "A", "type": "sipInstance", "data": {"dn": "100", '
             '"register": false}}, {"id": "p", "type": "command", "data": {"command": '
-            '"PlayAudio", "sipInstanceId": "A", "label": "Play"}}], "edges": []}')
+            '"Hold", "sipInstanceId": "A", "label": "Play"}}], "edges": []}')
     with pytest.raises(ScenarioError) as info:
         check_runnable(parse_scenario(text))
-    assert "'p' (Play: PlayAudio)" in str(info.value)
+    assert "'p' (Play: Hold)" in str(info.value)
     assert (info.value.node, info.value.field) == ("p", "data.command")

@@ -152,6 +152,14 @@ class ExecutionGraph:
     nodes: Mapping[str, ScenarioNode] = dataclasses.field(default_factory=_empty, hash=False)
     # What the file asks for that runs differently than written, in file order.
     warnings: tuple[FlowWarning, ...] = ()
+    # The flow file's folder: relative paths in it (PlayAudio's filePath) start there.
+    base_dir: str | None = None
+
+    def resolve_path(self, path: str) -> str:
+        """`path` as the flow means it: relative to the flow file, not to the cwd."""
+        if self.base_dir is None or os.path.isabs(path):
+            return path
+        return os.path.join(self.base_dir, path)
 
     @property
     def configs(self) -> list[SipInstanceConfig]:
@@ -181,7 +189,9 @@ def load_scenario(path: str | os.PathLike[str]) -> ExecutionGraph:
     except OSError as e:
         raise ScenarioError(
             f"cannot read scenario file {os.fspath(path)!r}: {e.strerror or e}") from None
-    return parse_scenario(text)
+    graph = parse_scenario(text)
+    base_dir = os.path.dirname(os.path.abspath(os.fspath(path)))
+    return dataclasses.replace(graph, base_dir=base_dir)
 
 
 def graph_for_instances(count: int, first_dn: int = 100) -> ExecutionGraph:

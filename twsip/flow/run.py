@@ -78,7 +78,8 @@ class Run:
         # SIP messages carry the time of the instances' reactor, which may not be ours
         self.recorder = Recorder(graph, instances, clock, manager.reactor, stream, port_dns)
         self.calls = CallRegistry(clock)
-        self.context = NodeContext(self.calls, self.recorder, manager, clock, instances)
+        self.context = NodeContext(self.calls, self.recorder, manager, clock, instances,
+                                   graph.resolve_path)
         self.chains: list[_Chain] = []
         self.outcome: str | None = None
         self.reason = ""

@@ -29,7 +29,8 @@ from twisted.logger import Logger
 
 from twsip.outcome import Outcome
 from twsip.sip.autoanswer import AutoAnswer
-from twsip.interfaces import TimeSource
+from twsip.sip.call_media import MediaFactory
+from twsip.interfaces import TimeSource, UDPReactor
 from twsip.sip.dialog import CallFailed, ClientSession, ServerSession, Session
 from twsip.sip.message import Message, Request, Response, SipParseError, parse, request_headers
 from twsip.sip.observers import MessageEvent, MessageObservers, Observer, summary
@@ -80,7 +81,8 @@ class SipInstance(DatagramProtocol):
                  codecs: tuple[str, ...] | list[str] = ("PCMU", "PCMA"),
                  reactor: IReactorTime | None = None, timers: TimerSettings | None = None,
                  queue_size: int = 64, log_messages: bool = False,
-                 trace_messages: bool = False) -> None:
+                 trace_messages: bool = False, media: bool = True,
+                 record_dir: str | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
             reactor = global_reactor  # type: ignore[assignment]  # the reactor is one
@@ -101,6 +103,9 @@ class SipInstance(DatagramProtocol):
         self._prefix = os.urandom(4).hex()
         self._counter = itertools.count(1)
         self._auto_answer: AutoAnswer | None = None
+        # Each call's RTP endpoint, when the reactor can bind UDP (a bare Clock cannot).
+        self.media_factory = (MediaFactory(cast(UDPReactor, reactor), host, dn, record_dir)
+                              if media and hasattr(reactor, "listenUDP") else None)
 
     @property
     def log_messages(self) -> bool:

@@ -14,9 +14,16 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred, fail
 
+from twsip.interfaces import TimeSource
 from twsip.outcome import Outcome
 from twsip.sip.ack_wait import AckWait
-from twsip.interfaces import TimeSource
+from twsip.sip.call_media import (
+    DTMF_INFO_TYPES,
+    CallMedia,
+    MediaFactory,
+    dtmf_info_body,
+    parse_dtmf_info,
+)
 from twsip.sip.message import Message, NameAddr, Request, Response, request_headers
 from twsip.sip.transaction import (
     ClientNonInviteTransaction,
@@ -29,7 +36,7 @@ from twsip.sip.uri import Address, loopback_address
 __all__ = ["ALLOWED_METHODS", "CallFailed", "DialogState", "FinalResponse", "Session",
            "UserAgent"]
 
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS")
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO")
 
 
 class DialogState(enum.Enum):
@@ -64,6 +71,8 @@ class UserAgent(Protocol):
     def clock(self) -> TimeSource: ...
     @property
     def transactions(self) -> TransactionLayer: ...
+    @property
+    def media_factory(self) -> MediaFactory | None: ...
     @property
     def contact(self) -> str: ...
     def new_via(self) -> str: ...
@@ -113,6 +122,7 @@ class Session:
         self.state = EARLY
         self.remote_sdp: bytes | None = None
         self.local_sdp: bytes | None = None
+        self.media: CallMedia | None = None  # opened when our SDP needs a port
         self.end_reason: str | None = None
         self._ended = Outcome()
         self._hangup: Outcome | None = None
@@ -188,6 +198,8 @@ class Session:
             self._remote_bye()
         elif request.method == "INVITE":
             self._reinvite(request, tx)
+        elif request.method == "INFO":
+            self._receive_info(request, tx)
         else:
             tx.respond(request.response(200))
 
@@ -235,8 +247,51 @@ class Session:
         self.state = ENDED
         self.end_reason = reason
         self._stop_timers()
+        self._close_media()
         self.ua.unregister_dialog(self)
         self._ended.fire(reason)
+
+    # -- media ------------------------------------------------------------------------------
+    def _open_media(self) -> int:
+        """The RTP port our SDP names: this call's own endpoint, or (an instance without
+        media) the placeholder port where nothing listens."""
+        factory = self.ua.media_factory
+        if factory is None:
+            return self.ua.media_port()
+        if self.media is None:
+            self.media = factory.open(self.call_id)
+            self.media.send_info = self.send_dtmf_info
+        return self.media.port
+
+    def _close_media(self) -> None:
+        media, self.media = self.media, None
+        if media is not None:
+            media.close()
+
+    def send_dtmf_info(self, digit: str, duration_ms: int = 100) -> Deferred[Response]:
+        """One digit as SIP INFO (``application/dtmf-relay``) in the dialog."""
+        if self.state is not CONFIRMED:
+            return fail(CallFailed(481, f"call {self.call_id} is not established"))
+        request = self.in_dialog_request("INFO")
+        request.set("content-type", "application/dtmf-relay")
+        request.body = dtmf_info_body(digit, duration_ms)
+        outcome = Outcome()
+        ClientNonInviteTransaction(self.ua.transactions, request, self.destination(),
+                                   FinalResponse(outcome, "INFO"))
+        return outcome.wait()
+
+    def _receive_info(self, request: Request, tx: ServerTransaction) -> None:
+        """INFO in the dialog: a DTMF digit for the call's media; other packages 415."""
+        content_type = request.content_type
+        if request.body and content_type not in DTMF_INFO_TYPES:
+            response = request.response(415)
+            response.set("accept", ", ".join(DTMF_INFO_TYPES))
+            tx.respond(response)
+            return
+        tx.respond(request.response(200))
+        digit = parse_dtmf_info(content_type, request.body)
+        if digit is not None and self.media is not None:
+            self.media.info_digit(digit)
 
     def _stop_timers(self) -> None:
         if self._ack_wait is not None:

@@ -36,6 +36,8 @@ class NodeContext:
     manager: InstanceManager
     clock: TimeSource
     instances: Mapping[str, ManagedInstance]
+    # a path of the flow (PlayAudio's filePath) as the flow means it, relative to its file
+    resolve_path: Callable[[str], str] = lambda path: path
 
     def ua(self, node: ScenarioNode) -> SipInstance:
         return self.instances[node.instance_id].ua
