@@ -300,16 +300,20 @@ def process_answer(offer: bytes | SessionDescription, answer: bytes | SessionDes
     if len(theirs.media) != len(ours.media):
         raise SdpError(f"the answer has {len(theirs.media)} m= lines for the offer's "
                        f"{len(ours.media)} (RFC 3264 §6)")
-    index = next((i for i, m in enumerate(ours.media)
-                  if m.kind == "audio" and m.port and m.proto.upper() == "RTP/AVP"), None)
-    if index is None:
+    candidates = [i for i, m in enumerate(ours.media)
+                  if m.kind == "audio" and m.port and m.proto.upper() == "RTP/AVP"]
+    if not candidates:
         raise SdpError("our offer has no audio stream to agree on")
-    offered, media = ours.media[index], theirs.media[index]
-    if media.kind != "audio" or media.proto.upper() != "RTP/AVP":
-        raise SdpError(f"the answer's m= line {index + 1} is {media.kind} {media.proto}, "
-                       f"not the audio RTP/AVP offered")
-    if media.port == 0:
+    for i in candidates:
+        media = theirs.media[i]
+        if media.kind != "audio" or media.proto.upper() != "RTP/AVP":
+            raise SdpError(f"the answer's m= line {i + 1} is {media.kind} {media.proto}, "
+                           f"not the audio RTP/AVP offered")
+    # the first of our audio streams the answerer took (ours have one; others' may not)
+    index = next((i for i in candidates if theirs.media[i].port), None)
+    if index is None:
         raise SdpError("the answer refuses our audio stream (port 0)")
+    offered, media = ours.media[index], theirs.media[index]
     our_numbers: dict[str, int] = {}
     for pt in offered.payload_types:
         rtpmap = offered.codec(pt)
