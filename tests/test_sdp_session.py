@@ -162,3 +162,20 @@ def test_session_ids_differ_between_sessions() -> None:
 def test_a_session_offer_is_build_offer() -> None:
     s = session()
     assert s.make_offer() == build_offer(("PCMU", "PCMA"), HOST, 30000, 555)
+
+
+def test_the_same_answer_to_the_same_offer_content_is_read_once() -> None:
+    """Under load every call's session offers alike (only o= differs) and SIPp answers alike:
+    the agreement is shared, not recomputed per call."""
+    first, second = session(), MediaSession(("PCMU", "PCMA"), HOST, 30000, session_id=9)
+    first.make_offer()
+    second.make_offer()
+    assert first.receive_answer(peer_sdp(PEER_AUDIO)) is second.receive_answer(
+        peer_sdp(PEER_AUDIO))
+    third = session()
+    third.make_offer()
+    with pytest.raises(SdpError):
+        third.receive_answer(peer_sdp("m=audio 5000 RTP/AVP 18"))
+    third.make_offer()
+    with pytest.raises(SdpError):                  # failures are never cached as successes
+        third.receive_answer(peer_sdp("m=audio 5000 RTP/AVP 18"))

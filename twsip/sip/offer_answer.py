@@ -257,11 +257,14 @@ def _accept_audio(index: int, media: Media, wanted: set[str], want: Direction | 
 
 
 # Plans are pure functions of the offer's bytes and our wishes, and under load the same offer
-# recurs on every call (SIPp sends one SDP for all its calls): keep the last few. Failures
-# (SdpError) are never kept, nor large bodies.
-_PLAN_CACHE_SIZE = 256
+# recurs on every call (SIPp sends one SDP for all its calls): keep the last few. So do
+# the offerer's results (SIPp's uac answers every call alike, and our offers differ only in
+# the o= line, which the key leaves out). Failures (SdpError) are never kept, nor large
+# bodies; a full cache is emptied, which costs one miss per entry, not a growing dict.
+_CACHE_SIZE = 256
 _MAX_CACHED_BODY = 4096
 _plans: dict[tuple[bytes, tuple[str, ...], Direction | None, bool], _AnswerPlan] = {}
+_agreed: dict[tuple[str, bytes, bool], NegotiatedMedia] = {}
 
 
 def _cached_plan(offer: bytes, codecs: Sequence[str], want: Direction | None,
@@ -271,10 +274,24 @@ def _cached_plan(offer: bytes, codecs: Sequence[str], want: Direction | None,
     if plan is None:
         plan = _plan_answer(parse(offer), codecs, want, local_only)
         if len(offer) <= _MAX_CACHED_BODY:
-            if len(_plans) >= _PLAN_CACHE_SIZE:
+            if len(_plans) >= _CACHE_SIZE:
                 _plans.clear()
             _plans[key] = plan
     return plan
+
+
+def _cached_agreement(offer_rest: str, answer: bytes, local_only: bool) -> NegotiatedMedia:
+    """`process_answer` for an offer of ours known by everything after its o= line."""
+    key = (offer_rest, answer, local_only)
+    negotiated = _agreed.get(key)
+    if negotiated is None:
+        offer = _body("twsip", 0, 0, "127.0.0.1", offer_rest)
+        negotiated = process_answer(offer, answer, local_only=local_only)
+        if len(answer) <= _MAX_CACHED_BODY:
+            if len(_agreed) >= _CACHE_SIZE:
+                _agreed.clear()
+            _agreed[key] = negotiated
+    return negotiated
 
 
 def answer_offer(offer: bytes, codecs: Sequence[str], host: str, port: int, *,
@@ -378,6 +395,7 @@ class MediaSession:
         self.wanted = Direction.SENDRECV
         self._sent: str | None = None           # our last SDP without its o= line
         self._pending: bytes | None = None      # our offer awaiting its answer
+        self._pending_rest = ""
         self._pending_wish = Direction.SENDRECV
 
     @property
@@ -398,9 +416,11 @@ class MediaSession:
         us, recvonly, or sendrecv to retrieve."""
         if self._pending is not None:
             raise OfferAnswerStateError("an offer is already waiting for its answer")
-        body = self._stamp(_offer_rest(self.codecs, self.host, self.port, direction,
-                                       self.telephone_event, self.ptime))
+        rest = _offer_rest(self.codecs, self.host, self.port, direction,
+                           self.telephone_event, self.ptime)
+        body = self._stamp(rest)
         self._pending = body
+        self._pending_rest = rest
         self._pending_wish = direction
         return body
 
@@ -421,7 +441,7 @@ class MediaSession:
         if offer is None:
             raise OfferAnswerStateError("an answer arrived with no offer of ours out")
         self._pending = None
-        negotiated = process_answer(offer, body, local_only=self.local_only)
+        negotiated = _cached_agreement(self._pending_rest, body, self.local_only)
         self.wanted = self._pending_wish
         self.negotiated, self.local_sdp, self.remote_sdp = negotiated, offer, body
         return negotiated
