@@ -127,6 +127,15 @@ EXPECTED = {
         CALL + [("200", "100", "480 Temporarily Unavailable"), ("100", "200", "ACK")],
         {"call": FAILED, "hung-up": PENDING, "no-answer": COMPLETED,
          "incoming": COMPLETED}),
+    "dtmf": (
+        CALL + ANSWER + [("200", "100", "BYE"), ("100", "200", "200 OK")],
+        {"call": COMPLETED, "send": COMPLETED, "gone": COMPLETED, "in": COMPLETED,
+         "answer": COMPLETED, "four": COMPLETED, "pound": COMPLETED, "bye": COMPLETED}),
+    "ivr": (
+        CALL + ANSWER + [("200", "100", "BYE"), ("100", "200", "200 OK")],
+        {"call": COMPLETED, "listen": COMPLETED, "press": COMPLETED, "bye-heard": COMPLETED,
+         "in": COMPLETED, "answer": COMPLETED, "prompt": COMPLETED, "digit": COMPLETED,
+         "confirm": COMPLETED, "bye": COMPLETED, "no-digit": PENDING}),
     "fallback": (
         CALL + [("200", "100", "486 Busy Here"), ("100", "200", "ACK"),
                 ("100", "300", "INVITE"), ("300", "100", "100 Trying"),

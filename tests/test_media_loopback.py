@@ -136,7 +136,8 @@ async def test_dtmf_with_20_percent_loss_each_digit_once_in_order() -> None:
         await a.close()
         await b.close()
     sent = a.counters.sent_packets
-    assert sent == 16 * 6 and 0.1 * sent < b.dropped < 0.35 * sent
+    # send_dtmf fires at the last digit's first end packet; its two repeats may follow
+    assert 16 * 6 - 2 <= sent <= 16 * 6 and 0.1 * sent < b.dropped < 0.35 * sent
     assert b.dropped_markers >= 3  # the first packet of digits 0, 5 and # (at least) was lost
     assert "".join(d.digit for d in found) == digits.upper()
     assert len({d.timestamp for d in found}) == 16

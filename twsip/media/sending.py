@@ -45,12 +45,19 @@ class _PlayJob:
 
 
 class _DtmfJob:
-    __slots__ = ("ticks", "deferred", "timestamp")
+    """A digit string being sent. Its Deferred fires when the last digit's first end
+    packet is out: the digit has ended for the receiver then, and a peer that hangs up on
+    it must not turn the two redundant end packets (RFC 4733 §2.5.1.4) into a failure."""
 
-    def __init__(self, ticks: Iterator[EventPacket | None], deferred: Deferred[bool]) -> None:
+    __slots__ = ("ticks", "deferred", "timestamp", "digits_left", "ending")
+
+    def __init__(self, ticks: Iterator[EventPacket | None], deferred: Deferred[bool],
+                 digits: int) -> None:
         self.ticks = ticks
         self.deferred = deferred
         self.timestamp = 0
+        self.digits_left = digits
+        self.ending = False  # the current digit's end packets are going out
 
 
 class SendJobs:
@@ -113,7 +120,7 @@ class SendJobs:
         if self.closed:
             return succeed(False)
         deferred: Deferred[bool] = Deferred(self._cancel_job)
-        self._dtmf.append(_DtmfJob(_chain(first, ticks), deferred))
+        self._dtmf.append(_DtmfJob(_chain(first, ticks), deferred, len(digits)))
         self.wake()
         return deferred
 
@@ -162,16 +169,23 @@ class SendJobs:
             item = next(job.ticks, _DONE)
             if item is _DONE:
                 self._dtmf.popleft()
-                job.deferred.callback(True)
+                if not job.deferred.called:
+                    job.deferred.callback(True)
                 continue
             self._talking = False
             if item is not None:
                 assert isinstance(item, EventPacket)
                 if item.marker:
                     job.timestamp = timestamp  # all packets of one event share its start
+                    job.ending = False
+                elif item.end and not job.ending:
+                    job.ending = True
+                    job.digits_left -= 1
                 event_pt = self.types.telephone_event
                 if event_pt is not None:
                     self._send(event_pt, job.timestamp, item.payload, item.marker)
+                if job.digits_left == 0 and not job.deferred.called:
+                    job.deferred.callback(True)
             return True
         frame: bytes | None = None
         waiting = False  # a source with nothing this tick (an echo): unregister until fed

@@ -13,6 +13,7 @@ import enum
 from typing import Protocol
 
 from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
 
 from twsip.interfaces import TimeSource
 from twsip.outcome import Outcome
@@ -25,6 +26,7 @@ from twsip.sip.call_media import (
     parse_dtmf_info,
 )
 from twsip.sip.message import Message, NameAddr, Request, Response, request_headers
+from twsip.sip.sdp import MediaSession, NegotiatedMedia, OfferAnswerStateError, SdpError
 from twsip.sip.transaction import (
     ClientNonInviteTransaction,
     ServerInviteTransaction,
@@ -35,6 +37,8 @@ from twsip.sip.uri import Address, loopback_address
 
 __all__ = ["ALLOWED_METHODS", "CallFailed", "DialogState", "FinalResponse", "Session",
            "UserAgent"]
+
+log = Logger(namespace="twsip.dialog")
 
 ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO")
 
@@ -123,6 +127,8 @@ class Session:
         self.remote_sdp: bytes | None = None
         self.local_sdp: bytes | None = None
         self.media: CallMedia | None = None  # opened when our SDP needs a port
+        self.sdp: MediaSession | None = None  # offer/answer state (RFC 3264)
+        self.negotiated: NegotiatedMedia | None = None
         self.end_reason: str | None = None
         self._ended = Outcome()
         self._hangup: Outcome | None = None
@@ -204,14 +210,31 @@ class Session:
             tx.respond(request.response(200))
 
     def _reinvite(self, request: Request, tx: ServerTransaction) -> None:
-        """A session refresh: answer with the same session description."""
+        """A new offer (hold, retrieve, a refresh) answered by RFC 3264: direction
+        mirrored, 488 when nothing can be accepted, and the old session kept then; without
+        an offer, our offer goes in the 2xx and the answer comes in the ACK."""
+        session = self._start_sdp()
+        try:
+            if request.body:
+                body, negotiated = session.receive_offer(request.body)
+            else:
+                body, negotiated = session.make_offer(), None
+        except SdpError as exc:
+            response = request.response(488)
+            response.set("warning", f'304 twsip "{str(exc)[:120]}"')
+            tx.respond(response)
+            return
+        except OfferAnswerStateError:  # our own re-offer is out: glare (§14.2)
+            tx.respond(request.response(491))
+            return
         response = request.response(200)
         response.set("contact", f"<{self.ua.contact}>")
-        if self.local_sdp:
-            response.set("content-type", "application/sdp")
-            response.body = self.local_sdp
+        response.set("content-type", "application/sdp")
+        response.body = self.local_sdp = body
         tx.respond(response)
         self._wait_for_ack(response, request.cseq.number)
+        if negotiated is not None:
+            self._apply(negotiated)
 
     # -- the 2xx to an INVITE and its ACK (§13.3.1.4) -------------------------------------
     def _wait_for_ack(self, response: Response, cseq: int) -> None:
@@ -229,7 +252,17 @@ class Session:
             self._acked(ack)
 
     def _acked(self, ack: Request) -> None:
-        """The ACK for our last 2xx arrived (a subclass may want its body)."""
+        """The ACK for our last 2xx arrived: with a body, the answer to an offer we made in
+        that 2xx (an INVITE without SDP)."""
+        if ack.body and self.sdp is not None and self.sdp.offer_pending:
+            self.remote_sdp = ack.body
+            try:
+                self._apply(self.sdp.receive_answer(ack.body))
+            except SdpError as exc:
+                # Too late to refuse: the call is up; it ends (§13.3.1.4's spirit).
+                log.warn("call {call_id}: unusable SDP answer in the ACK ({why}): hanging up",
+                         call_id=self.call_id, why=str(exc))
+                self.hangup().addErrback(lambda _: None)
 
     def no_ack(self) -> None:
         """64*T1 without the ACK for our 2xx: the dialog is confirmed but ends with BYE."""
@@ -262,6 +295,25 @@ class Session:
             self.media = factory.open(self.call_id)
             self.media.send_info = self.send_dtmf_info
         return self.media.port
+
+    def _start_sdp(self) -> MediaSession:
+        """The call's offer/answer state, with our RTP port in it."""
+        if self.sdp is None:
+            self.sdp = MediaSession(self.ua.codecs, self.ua.host, self._open_media())
+        return self.sdp
+
+    def _apply(self, negotiated: NegotiatedMedia) -> None:
+        """An offer/answer completed: the RTP endpoint follows it (RFC 3264: the new
+        session replaces the old one only now)."""
+        self.negotiated = negotiated
+        media = self.media
+        if media is None:
+            return
+        media.configure(remote=negotiated.remote, codec=negotiated.codec,
+                        audio_pt=negotiated.payload_type,
+                        event_pt=negotiated.telephone_event,
+                        receive_event_pt=negotiated.local_telephone_event,
+                        direction=negotiated.local_direction.value)
 
     def _close_media(self) -> None:
         media, self.media = self.media, None

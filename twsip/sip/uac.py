@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
 
 from twsip.outcome import Outcome
-from twsip.sip import sdp
+from twsip.sip.sdp import SdpError
 from twsip.interfaces import DelayedCall, cancel_call
 from twsip.sip.message import Request, Response, parse, request_headers
 from twsip.sip.session import (
@@ -28,6 +29,9 @@ from twsip.sip.uri import Address
 __all__ = ["ClientSession"]
 
 
+log = Logger(namespace="twsip.dialog")
+
+
 class ClientSession(Session):
     """A call this user agent places; the user of its INVITE client transaction."""
 
@@ -46,7 +50,7 @@ class ClientSession(Session):
         self._cancelled = False
         self._ack: tuple[bytes, Request] | None = None
         self.local_cseq = 1
-        self.local_sdp = sdp.offer(ua.codecs, ua.host, ua.media_port())
+        self.local_sdp = self._start_sdp().make_offer()
         self.invite = self._build_invite()
         self._tx = ClientInviteTransaction(ua.transactions, self.invite, addr, self)
         self._setup_timer: DelayedCall | None = None
@@ -103,6 +107,7 @@ class ClientSession(Session):
         self.final_response = response
         self.remote_tag = tag
         self.remote_sdp = response.body or None
+        unusable = self._take_answer(response.body)
         contacts = response.contact
         if contacts:
             self.remote_target = contacts[0].uri
@@ -121,8 +126,31 @@ class ClientSession(Session):
             return
         self.state = CONFIRMED
         self.ua.register_dialog(self)
+        if unusable is not None:
+            # ACKed, since the 2xx must be; then ended, since no media can flow (§13.2.1).
+            self._answered.fire(CallFailed(488, f"unusable SDP answer: {unusable}"))
+            self._ringing.fire(CallFailed(488, "unusable SDP answer"))
+            self.hangup().addErrback(lambda _: None)
+            return
         self._answered.fire(self, owner=True)
         self._ringing.fire(CallFailed(200, "answered without ringing"))
+
+    def _take_answer(self, body: bytes) -> str | None:
+        """The answer to our INVITE's offer; None when usable, else why not."""
+        if self.sdp is None or not self.sdp.offer_pending:
+            return None
+        if not body:
+            # §13.2.1 wants the answer in the 2xx; a peer that forgets it still gets its
+            # call, only without media (RTP has nowhere to go).
+            log.warn("call {call_id}: the 2xx has no SDP answer; the call has no media",
+                     call_id=self.call_id)
+            self.sdp.cancel_offer()
+            return None
+        try:
+            self._apply(self.sdp.receive_answer(body))
+        except SdpError as exc:
+            return str(exc)
+        return None
 
     def _setup_timeout(self, timeout: float) -> None:
         self._setup_timer = None
@@ -168,6 +196,7 @@ class ClientSession(Session):
             # The INVITE transaction lives on to receive the 487 (or a crossing 2xx).
             self.state = ENDED
             self.end_reason = reason
+            self._close_media()
             self._ended.fire(reason)
             return
         super()._end(reason)

@@ -6,7 +6,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
 from twsip.outcome import Outcome
-from twsip.sip import sdp
+from twsip.sip.sdp import SdpError
 from twsip.sip.message import Request, Response
 from twsip.sip.session import (
     ALLOWED_METHODS,
@@ -79,14 +79,14 @@ class ServerSession(Session):
         if self.state is not EARLY or self.tx.answered:
             return fail(CallFailed(481, f"call {self.call_id} can no longer be answered"))
         response = self._response(200)
-        ua = self.ua
+        negotiated = None
         try:
+            session = self._start_sdp()
             if self.remote_sdp:
-                self.local_sdp = sdp.answer(self.remote_sdp, ua.codecs, ua.host,
-                                            ua.media_port())
+                self.local_sdp, negotiated = session.receive_offer(self.remote_sdp)
             else:  # offer in the 2xx, answer in the ACK (§13.2.1)
-                self.local_sdp = sdp.offer(ua.codecs, ua.host, ua.media_port())
-        except sdp.SdpError as exc:
+                self.local_sdp = session.make_offer()
+        except SdpError as exc:
             self.reject(488, "Not Acceptable Here")
             return fail(CallFailed(488, str(exc)))
         response.set("allow", list(ALLOWED_METHODS))
@@ -97,11 +97,12 @@ class ServerSession(Session):
         self._answered = Outcome()
         self.tx.respond(response)
         self._wait_for_ack(response, self.invite.cseq.number)
+        if negotiated is not None:
+            self._apply(negotiated)
         return self._answered.wait()
 
     def _acked(self, ack: Request) -> None:
-        if ack.body and self.remote_sdp is None:  # the answer to an offer in our 2xx
-            self.remote_sdp = ack.body
+        super()._acked(ack)  # the answer to an offer in our 2xx, if it was one
         if self._answered is not None:
             self._answered.fire(self, owner=True)
 
