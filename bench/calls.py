@@ -25,7 +25,7 @@ async def measure(seconds: float, concurrency: int, warmup: float) -> dict:
     from twsip.manager import InstanceManager
     from twsip.flow.model import graph_for_instances
 
-    manager = InstanceManager(base_port=0, reactor=reactor, log_messages=False)
+    manager = InstanceManager(base_port=0, reactor=reactor, log_messages=False, media=False)
     caller, callee = manager.create_instances(graph_for_instances(2).configs)
     callee.ua.start_serving(auto_answer=True)
     target = manager.resolve_target(callee.config.dn)

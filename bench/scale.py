@@ -31,7 +31,8 @@ async def instances(count: int, base_port: int) -> dict:
     from twsip.flow.model import graph_for_instances
 
     graph = graph_for_instances(count)
-    manager = InstanceManager(base_port=base_port, max_retries=50, reactor=reactor)
+    manager = InstanceManager(base_port=base_port, max_retries=50, reactor=reactor,
+                              media=False)
     gc.collect()
     ports_before = _open_udp_ports()
     rss_before = rss_kib()
@@ -61,7 +62,7 @@ async def calls(count: int, pairs: int, window: int) -> dict:
     from twsip.manager import InstanceManager
     from twsip.flow.model import graph_for_instances
 
-    manager = InstanceManager(base_port=0, reactor=reactor)
+    manager = InstanceManager(base_port=0, reactor=reactor, media=False)
     created = manager.create_instances(graph_for_instances(2 * pairs).configs)
     callers, callees = created[:pairs], created[pairs:]
     for managed in callees:

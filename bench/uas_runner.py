@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     from twsip.manager import InstanceManager
     from twsip.flow.model import graph_for_instances
 
+    # Signalling only, as BENCHMARKS.md's figures were measured: RTP costs a socket per call.
     manager = InstanceManager(base_port=args.port, host="127.0.0.1", reactor=reactor,
-                              log_messages=False)
+                              log_messages=False, media=False)
     created = manager.create_instances(graph_for_instances(args.instances).configs)
     manager.start_serving(auto_answer=True)
     gc.collect()  # as twistd sipinstances does (twsip.service.freeze_startup_objects);

@@ -20,6 +20,7 @@ the same as a Deferred, for code (and tests) that already run a reactor, or that
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 from collections.abc import Sequence
@@ -58,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="do not print the live event lines, only ladder and summary")
         sub.add_argument("--no-sip", action="store_true",
                          help="leave SIP messages out of the live event lines")
+        sub.add_argument("--record", metavar="DIR",
+                         help="write one WAV per call leg of the audio it received into DIR "
+                              "(named DN-CallID.wav)")
 
     run = commands.add_parser("run", help="run a flow file",
                               description="Run a flow file of the scenario builder.")
@@ -144,6 +148,11 @@ def _prepare(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> Any:
         print(f"twsip: {name}: the flow has no sipInstance node, so nothing can run",
               file=stderr)
         return EXIT_INVALID
+    if args.record is not None and not (os.path.isdir(args.record)
+                                        and os.access(args.record, os.W_OK)):
+        print(f"twsip: --record {args.record}: not a folder this process can write to",
+              file=stderr)
+        return EXIT_INVALID
     for warning in plan_flow(graph, args.base_port).warnings:
         print(f"twsip: {name}: warning: {warning}", file=stderr)
     return args, graph, name
@@ -161,7 +170,7 @@ async def _execute(args: Any, graph: Any, name: str, reactor: UDPReactor, stdout
     from twsip.flow.check import plan_flow
 
     manager = InstanceManager(base_port=args.base_port, max_retries=args.max_retries,
-                              reactor=reactor)
+                              reactor=reactor, record_dir=args.record)
     engine = Engine(manager, reactor=reactor)
     warned = {str(warning) for warning in plan_flow(graph, args.base_port).warnings}
     if engines is not None:

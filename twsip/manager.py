@@ -76,7 +76,8 @@ class InstanceManager:
     def __init__(self, base_port: int = 5060, max_retries: int = 10, host: str = LOCAL_HOST,
                  reactor: UDPReactor | None = None, timers: TimerSettings | None = None,
                  log_messages: bool = False, queue_size: int = 64,
-                 trace_messages: bool = False) -> None:
+                 trace_messages: bool = False, media: bool = True,
+                 record_dir: str | None = None) -> None:
         if not is_loopback(host):
             raise ValueError(f"twsip runs in local mode only: host must be in 127.0.0.0/8, "
                              f"not {host!r}")
@@ -92,6 +93,9 @@ class InstanceManager:
         self.log_messages = log_messages
         self.trace_messages = trace_messages
         self.queue_size = queue_size
+        # every call gets an RTP endpoint (off: signalling only, the SDP names a dead port)
+        self.media = media
+        self.record_dir = record_dir  # one WAV per call leg of what it received
         self.instances: dict[str, ManagedInstance] = {}
         self._by_dn: dict[str, ManagedInstance] = {}
 
@@ -136,7 +140,8 @@ class InstanceManager:
                          reactor=self.reactor,  # type: ignore[arg-type]
                          timers=self.timers, queue_size=self.queue_size,
                          log_messages=self.log_messages,
-                         trace_messages=self.trace_messages)
+                         trace_messages=self.trace_messages, media=self.media,
+                         record_dir=self.record_dir)
         listening = self.allocate_port(ua)
         managed = ManagedInstance(config, ua, listening.getHost().port, listening)
         self.instances[config.id] = managed

@@ -13,6 +13,7 @@ from twsip.flow.model import FlowWarning
 
 __all__ = [
     "CANCELLED",
+    "CallMediaRecord",
     "COMPLETED",
     "FAILED",
     "NodeRecord",
@@ -54,6 +55,32 @@ class NodeRecord:
         return self.ended - self.started
 
 
+@dataclass(frozen=True)
+class CallMediaRecord:
+    """One call leg's RTP in a run: what it sent and what it received (RFC 3550 figures)."""
+
+    instance_id: str
+    dn: str
+    call: str  # the flow's callId
+    call_id: str  # the SIP Call-ID
+    local_port: int | None
+    remote: str | None  # host:port it sent to
+    direction: str
+    sent_packets: int
+    received_packets: int
+    lost: int
+    jitter_ms: float
+    payload_types: tuple[int, ...]
+    digits: tuple[str, ...]  # DTMF received (RFC 4733 and SIP INFO alike)
+
+    def summary(self) -> str:
+        pts = ",".join(map(str, self.payload_types)) or "-"
+        digits = f", DTMF {''.join(self.digits)}" if self.digits else ""
+        return (f"[{self.dn}] {self.call} RTP: sent {self.sent_packets}, received "
+                f"{self.received_packets}, lost {self.lost}, jitter {self.jitter_ms:.2f} ms, "
+                f"PT {pts}{digits}")
+
+
 @dataclass
 class ScenarioResult:
     """What a run did: its outcome, every node's record, every SIP message, every event."""
@@ -72,6 +99,8 @@ class ScenarioResult:
     calls: dict[str, str] = field(default_factory=dict)
     # what the flow asked for that ran differently than written
     warnings: list[FlowWarning] = field(default_factory=list)
+    # each call leg's RTP, in the order the calls were made
+    media: list[CallMediaRecord] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

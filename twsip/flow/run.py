@@ -29,6 +29,7 @@ from twsip.flow.nodes.base import NodeContext, NodeFailed
 from twsip.flow.recorder import Recorder
 from twsip.flow.registry import handler_for
 from twsip.flow.result import (
+    CallMediaRecord,
     CANCELLED,
     COMPLETED,
     FAILED,
@@ -126,7 +127,27 @@ class Run:
             started=recorder.start, ended=self.clock.seconds(), instances=infos,
             nodes=dict(recorder.records), messages=list(recorder.messages),
             events=list(recorder.events), calls=dict(self.calls.call_names),
-            warnings=list(self.warnings))
+            warnings=list(self.warnings), media=self.media_records())
+
+    def media_records(self) -> list[CallMediaRecord]:
+        """Each call leg's RTP figures, for the report and the ladders."""
+        records = []
+        for (instance_id, call), session in self.calls.sessions.items():
+            media = session.any_media
+            if media is None:
+                continue
+            report = media.report()
+            received = sum(stream.packets for stream in report.streams)
+            lost = sum(max(0, stream.lost) for stream in report.streams)
+            jitter = max((stream.jitter_ms for stream in report.streams), default=0.0)
+            pts = sorted({pt for stream in report.streams for pt in stream.payload_types})
+            remote = f"{report.remote[0]}:{report.remote[1]}" if report.remote else None
+            records.append(CallMediaRecord(
+                instance_id, self.instances[instance_id].config.dn, call, session.call_id,
+                report.local_port, remote, report.direction,
+                report.counters.get("sent_packets", 0), received, lost, round(jitter, 3),
+                tuple(pts), tuple(digit for digit, _ in media.received)))
+        return records
 
     async def run_chain(self, chain: _Chain) -> None:
         recorder = self.recorder

@@ -39,6 +39,7 @@ def result_to_dict(result: ScenarioResult, flow: str | None = None) -> dict[str,
             "duration": _round(r.duration), "detail": r.detail,
         } for r in result.nodes.values()],
         "calls": result.calls,
+        "media": [asdict(record) for record in result.media],
         "warnings": [{"node": w.node, "node_label": w.label, "field": w.field,
                       "reason": w.reason, "text": str(w)} for w in result.warnings],
         "messages": [{
@@ -97,4 +98,5 @@ def summary_text(result: ScenarioResult) -> str:
         detail = f"  {record.detail}" if record.detail else ""
         lines.append(f"  [{record.dn}] {record.label:<{width}}  {record.state:<9}  "
                      f"{timing:<15}{detail}".rstrip())
+    lines += [f"  {record.summary()}" for record in result.media]
     return "\n".join(lines)

@@ -144,6 +144,9 @@ def text_ladder(result: ScenarioResult) -> str:
             line = line.ljust(width) + f"  {arrow.call}"
         lines.append(line)
     lines.append("".join(blank()).rstrip())
+    if result.media:
+        lines.append("")
+        lines += [record.summary() for record in result.media]
     return "\n".join(lines)
 
 
@@ -292,6 +295,7 @@ def html_ladder(result: ScenarioResult, title: str | None = None) -> str:
         "</div>",
         "<h2>Nodes</h2>",
         "".join(nodes),
+        *_media_table(result),
         "<h2>Messages</h2>",
         "\n".join(listing),
         f"<script>{_SCRIPT}</script>",
@@ -299,6 +303,21 @@ def html_ladder(result: ScenarioResult, title: str | None = None) -> str:
         "</html>",
         "",
     ])
+
+
+def _media_table(result: ScenarioResult) -> list[str]:
+    """Each call leg's RTP figures (RFC 3550: received, lost, jitter) as a table."""
+    if not result.media:
+        return []
+    head = ("DN", "call", "Call-ID", "local port", "sent to", "direction", "sent",
+            "received", "lost", "jitter (ms)", "payload types", "DTMF received")
+    rows = ["<tr>" + "".join(f"<th>{_text(h)}</th>" for h in head) + "</tr>"]
+    for r in result.media:
+        cells = (r.dn, r.call, r.call_id, r.local_port, r.remote or "-", r.direction,
+                 r.sent_packets, r.received_packets, r.lost, f"{r.jitter_ms:.2f}",
+                 ", ".join(map(str, r.payload_types)) or "-", "".join(r.digits) or "-")
+        rows.append("<tr>" + "".join(f"<td>{_text(str(c))}</td>" for c in cells) + "</tr>")
+    return ["<h2>Media (RTP)</h2>", f'<table class="media">{"".join(rows)}</table>']
 
 
 def write_html_ladder(result: ScenarioResult, path: str) -> None:

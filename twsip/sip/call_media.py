@@ -72,6 +72,7 @@ class CallMedia:
         self.send_info: Callable[[str], Deferred[Any]] | None = None  # set by the dialog
         self.peer_has_events = False
         self.closed = False
+        self.final_report: EndpointReport | None = None  # what report() said at close
         endpoint.on_dtmf = self._rtp_digit
 
     @classmethod
@@ -159,6 +160,9 @@ class CallMedia:
 
     # -- results and the end ---------------------------------------------------------------
     def report(self) -> EndpointReport:
+        """The endpoint's figures: live while open, as they were at close afterwards."""
+        if self.final_report is not None:
+            return self.final_report
         return self.endpoint.report()
 
     def close(self) -> Deferred[None]:
@@ -166,6 +170,7 @@ class CallMedia:
         if self.closed:
             return succeed(None)
         self.closed = True
+        self.final_report = self.endpoint.report()
         for waiting in list(self.digits.waiting):
             waiting.cancel()
         d = self.endpoint.close()

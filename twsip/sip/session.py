@@ -127,6 +127,7 @@ class Session:
         self.remote_sdp: bytes | None = None
         self.local_sdp: bytes | None = None
         self.media: CallMedia | None = None  # opened when our SDP needs a port
+        self.media_closed: CallMedia | None = None  # the media once closed, for reports
         self.sdp: MediaSession | None = None  # offer/answer state (RFC 3264)
         self.negotiated: NegotiatedMedia | None = None
         self.end_reason: str | None = None
@@ -319,6 +320,12 @@ class Session:
         media, self.media = self.media, None
         if media is not None:
             media.close()
+            self.media_closed = media
+
+    @property
+    def any_media(self) -> CallMedia | None:
+        """The call's media, open or (once the call ended) as it was at its close."""
+        return self.media if self.media is not None else self.media_closed
 
     def send_dtmf_info(self, digit: str, duration_ms: int = 100) -> Deferred[Response]:
         """One digit as SIP INFO (``application/dtmf-relay``) in the dialog."""
