@@ -49,11 +49,10 @@ def screen(request: Request, new_tag: TagFactory) -> Response | None:
     if method == "CANCEL":
         return None
     if method == "INVITE":
-        try:
-            request.contact  # the remote target of the dialog this would create (§12.1.1)
-        except SipParseError as exc:
+        problem = _contact_problem(request)
+        if problem is not None:
             response = request.response(400, to_tag=new_tag())
-            response.set("warning", warning(exc.reason))
+            response.set("warning", warning(problem))
             return response
     required = request.require
     if required:
@@ -70,6 +69,23 @@ def screen(request: Request, new_tag: TagFactory) -> Response | None:
             response = request.response(406, to_tag=new_tag())
             response.set("accept", "application/sdp")
             return response
+    return None
+
+
+def _contact_problem(request: Request) -> str | None:
+    """§8.1.1.8: an INVITE carries exactly one Contact, a URI (not "*", which only a
+    REGISTER may use): the remote target of the dialog it creates (§12.1.1)."""
+    values = [v.strip() for v in request.headers.get("contact", ()) if v.strip()]
+    if not values:
+        return "an INVITE needs a Contact header (RFC 3261 8.1.1.8)"
+    if "*" in values:
+        return "Contact: * is for REGISTER only; an INVITE needs a URI (RFC 3261 8.1.1.8)"
+    if len(values) > 1:
+        return "an INVITE carries exactly one Contact URI (RFC 3261 8.1.1.8)"
+    try:
+        request.contact
+    except SipParseError as exc:
+        return exc.reason
     return None
 
 
