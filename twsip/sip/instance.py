@@ -108,7 +108,8 @@ class SipInstance(DatagramProtocol):
         self.transactions = TransactionLayer(self._send, self.clock, timers)
         self.incoming: DeferredQueue[ServerSession] = DeferredQueue(size=queue_size)
         self.serving = False
-        self.registry = DialogRegistry()
+        self.noise = NoiseSummary(self.clock, log, f"DN {dn}")
+        self.registry = DialogRegistry(self.noise)
         self.dialogs: dict[DialogId, Session] = self.registry.dialogs
         self.calls: set[Session] = self.registry.calls
         self.watchers = MessageObservers(self, self.clock, log_messages, trace_messages)
@@ -117,7 +118,6 @@ class SipInstance(DatagramProtocol):
         self._counter = itertools.count(1)
         self._auto_answer: AutoAnswer | None = None
         self.claim: CallClaim | None = None
-        self.noise = NoiseSummary(self.clock, log, f"DN {dn}")
 
     @property
     def log_messages(self) -> bool:
@@ -169,7 +169,7 @@ class SipInstance(DatagramProtocol):
     def _send(self, data: bytes, addr: Address, message: Message) -> None:
         if not LOOPBACK_HOSTS.get(addr[0]) and not may_send_to(addr[0]):
             log.warn("local mode: not sending {what} to {peer}, outside 127.0.0.0/8",
-                     what=summary(message), peer=addr[0])
+                     what=summary(message), peer=printable(addr[0]))
             return
         # Typed Any: IUDPTransport is a zope interface, whose methods mypy reads wrongly.
         transport: Any = self.transport

@@ -46,6 +46,10 @@ def printable(text: object, limit: int = 200) -> str:
     return "".join(out)
 
 
+def _at(peer: tuple[str, int]) -> str:
+    return f"{printable(peer[0])}:{peer[1]}"
+
+
 class _Window:
     __slots__ = ("count", "call", "what")
 
@@ -90,7 +94,7 @@ class NoiseSummary:
     def malformed(self, status: int | None, reason: str, peer: tuple[str, int]) -> None:
         """A datagram that is no SIP message we can read; `status` is the answer sent."""
         self.note("malformed", "malformed datagrams",
-                  "{answer} malformed message from {peer}: {reason}", peer=peer,
+                  "{answer} malformed message from {peer}: {reason}", peer=_at(peer),
                   answer=f"answered {status} to a" if status else "dropped a",
                   reason=printable(reason))
 
@@ -98,7 +102,7 @@ class NoiseSummary:
         """A response that matches no client transaction (§17.1.3): dropped."""
         self.note("stray", "responses matching no transaction",
                   "dropped a response matching no transaction from {peer}: {status} "
-                  "call-id={call_id}", peer=peer, status=response.status,
+                  "call-id={call_id}", peer=_at(peer), status=response.status,
                   call_id=printable(response.get("call-id")))
 
     def overload(self, size: int | None, call_id: str) -> None:
