@@ -317,13 +317,14 @@ class SipInstance(DatagramProtocol):
     def start_serving(self, auto_answer: bool = False) -> None:
         """Accept new calls into `incoming` (before this they are answered 480).
 
-        With `auto_answer`, the instance takes each call from its own queue, rings and
-        answers it, and lets the caller hang up: what a phone on auto-answer does.
+        With `auto_answer`, the instance rings and answers each new call (and those
+        queued already) itself, and lets the caller hang up: what a phone on auto-answer
+        does; only calls that `claim` keeps go to `incoming`.
         """
         self.serving = True
         self.noise.open()
-        if auto_answer and self._auto_answer is None:
-            auto = self._auto_answer = AutoAnswer(self.dn)
+        if auto_answer:
+            auto = self._auto_answer = self._auto_answer or AutoAnswer(self.dn)
             for session in list(self.incoming.pending):  # calls queued before: ours now
                 if self.claim is None or not self.claim(session.invite, session.peer):
                     self.incoming.pending.remove(session)
