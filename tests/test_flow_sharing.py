@@ -41,6 +41,10 @@ def test_outside_callers_are_answered_while_the_demo_runs_and_it_completes() -> 
     result = net.run(run)
     assert result.ok, result.reason
     assert [m.summary for m in result.messages if m.direction == "out"][:1] == ["INVITE"]
+    # The record is the flow's story: none of the 300 other calls is in its ladder.
+    assert {m.peer for m in result.messages} <= {manager.by_dn("100").ua.address,
+                                                  manager.by_dn("200").ua.address}
+    assert len(result.messages) < 40
     # The flow's call was the flow's: its callee's INCOMING node took it, answered it.
     assert result.nodes["incoming"].state == "completed"
     for session in outcomes:

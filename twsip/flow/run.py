@@ -41,7 +41,7 @@ from twsip.interfaces import TimeSource
 from twsip.manager import InstanceManager, ManagedInstance
 from twsip.outcome import Outcome
 from twsip.sip.dialog import ServerSession
-from twsip.sip.instance import SipInstance
+from twsip.sip.instance import MessageEvent, SipInstance
 from twsip.sip.message import Request
 from twsip.sip.uri import loopback_address
 
@@ -92,9 +92,9 @@ class Run:
     # -- the run ---------------------------------------------------------------------------
     async def execute(self) -> ScenarioResult:
         recorder = self.recorder
-        recorder.attach()
         if not self.owned:
             self.claim_calls()
+        recorder.attach()
         infos = [InstanceInfo(iid, m.config.label, m.config.dn, m.ua.host, m.port,
                               m.config.color) for iid, m in self.instances.items()]
         recorder.emit(ScenarioStarted(self.clock.seconds(), 0.0, tuple(infos),
@@ -278,11 +278,23 @@ class Run:
                 except LookupError:
                     continue
                 uas[id(ua)] = ua
+        open_to_all: set[SipInstance] = set()
         for ua in uas.values():
             if not ua.serving:
                 ua.start_serving(auto_answer=False)
             ua.claim = _FlowClaim(ua, flow_addresses, ua.address not in called)
             self._claimed.append(ua)
+            if ua.address not in called:
+                open_to_all.add(ua)
+        # The record (ladder, report) keeps the flow's messages only: those with the
+        # flow's instances or MakeCall targets, and all of an instance open to outside
+        # callers; the other callers' calls are not the flow's story.
+        peers = flow_addresses | called
+
+        def accept(event: MessageEvent) -> bool:
+            return event.peer in peers or event.instance in open_to_all
+
+        self.recorder.accept = accept
 
     def _make_call_targets(self) -> set[tuple[str, int]]:
         """The addresses the flow's MakeCall nodes call."""
