@@ -347,8 +347,10 @@ async def test_twistd_start_failure_is_one_clear_error(tmp_path: Path) -> None:
             await finish(proc)
     finally:
         held.close()
-    assert code == 0, proc.output  # twistd has no way to say otherwise
-    assert re.search(r"twsip\.service#error\] could not start the SIP instances: .*"
-                     rf"\b{port}\b", proc.output), proc.output
-    assert "nothing to serve: stopping" in proc.output
+    assert code == 1, proc.output
+    errors = re.findall(r"twsip\.service#error\] (.*)", proc.output)
+    assert len(errors) == 1, proc.output
+    assert re.search(rf"could not start the SIP instances: .*\b{port}\b.*; nothing to serve: "
+                     r"stopping", errors[0]), proc.output
+    assert "Main loop terminated" in proc.output  # twistd shut down as usual first
     assert "Traceback" not in proc.output, proc.output

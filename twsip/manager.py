@@ -8,10 +8,13 @@ nothing, and `cleanup()` leaves no bound port and no twsip timer behind.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
-from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
+from twisted.internet import udp
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorFDSet
+from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 
 from twsip.config import SipInstanceConfig
@@ -26,6 +29,35 @@ __all__ = ["InstanceManager", "ManagedInstance", "PortAllocationError", "Unknown
 log = Logger(namespace="twsip.manager")
 
 LOCAL_HOST = "127.0.0.1"
+
+
+class _QuietPort(udp.Port):
+    """Twisted's UDP port without its "SipInstance starting on N" line: the manager
+    already logs one line per instance with its DN and port, and a thousand instances
+    must not log a thousand more. Binding is done here as Twisted does it, minus the log
+    line; everything else (reading, writing, closing) is Twisted's own."""
+
+    def _bindSocket(self) -> None:  # noqa: N802 (Twisted's name)
+        try:
+            sock = self.createInternetSocket()
+            sock.bind((self.interface, self.port))
+        except OSError as exc:
+            raise CannotListenError(self.interface, self.port, exc) from exc
+        self._realPortNumber = sock.getsockname()[1]
+        self.connected = 1
+        self.socket = sock
+        self.fileno = sock.fileno  # type: ignore[method-assign]
+
+
+def _listen_udp(reactor: UDPReactor, port: int, protocol: SipInstance,
+                interface: str) -> ListeningPort:
+    """`reactor.listenUDP`, quietly when the reactor is a real one (its ports are
+    `twisted.internet.udp.Port`); in-memory reactors (FakeNetwork) log nothing anyway."""
+    if IReactorFDSet.providedBy(reactor) and isinstance(reactor, PosixReactorBase):
+        listening = _QuietPort(port, protocol, interface, 65535, reactor)
+        listening.startListening()
+        return cast(ListeningPort, listening)
+    return reactor.listenUDP(port, protocol, interface=interface)
 
 
 def _whole_datagrams(listening: ListeningPort) -> ListeningPort:
@@ -106,7 +138,7 @@ class InstanceManager:
         A base_port of 0 lets the system pick a free port each time (tests use it).
         """
         if self.base_port == 0:
-            return _whole_datagrams(self.reactor.listenUDP(0, protocol, interface=self.host))
+            return _whole_datagrams(_listen_udp(self.reactor, 0, protocol, self.host))
         tried: list[int] = []
         port = self.next_port
         last_error: Exception | None = None
@@ -115,7 +147,7 @@ class InstanceManager:
                 break
             tried.append(port)
             try:
-                listening = self.reactor.listenUDP(port, protocol, interface=self.host)
+                listening = _listen_udp(self.reactor, port, protocol, self.host)
             except CannotListenError as exc:
                 last_error = exc
                 port += 2
@@ -206,7 +238,10 @@ class InstanceManager:
 
     # -- teardown ----------------------------------------------------------------------------
     def cleanup(self) -> Deferred[None]:
-        """Hang up, stop every port, cancel every timer; fires when all ports are free."""
+        """Hang up, stop every port, cancel every timer; fires when all ports are free.
+
+        Never fails and never stops half-way: an instance whose cleanup or port fails is
+        logged, and every other one is still cleaned up and closed."""
         managed_all = list(self.instances.values())
         self.instances.clear()
         self._by_dn.clear()
@@ -214,11 +249,18 @@ class InstanceManager:
         if not managed_all:
             return succeed(None)
 
-        def stop_ports(_: object) -> Deferred:
-            stops = [m.listening_port.stopListening() for m in managed_all]
-            return gatherResults([d for d in stops if isinstance(d, Deferred)])
+        def each(step: str, action: Any, managed: ManagedInstance) -> Deferred[Any]:
+            d = maybeDeferred(action)
+            d.addErrback(lambda f: log.failure("DN {dn}: {step} failed", f,
+                                               dn=managed.config.dn, step=step))
+            return d
 
-        d: Deferred[Any] = DeferredList([m.ua.cleanup() for m in managed_all])
+        def stop_ports(_: object) -> Deferred[Any]:
+            return DeferredList([each("closing its port", m.listening_port.stopListening, m)
+                                 for m in managed_all])
+
+        d: Deferred[Any] = DeferredList([each("cleanup", m.ua.cleanup, m)
+                                         for m in managed_all])
         d.addCallback(stop_ports)
         d.addCallback(lambda _: None)
         return d

@@ -13,7 +13,11 @@ serving afterwards. Anything else that should run then hangs off `when_serving`.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import gc
+import os
+import sys
 from typing import Any, Callable, Mapping, Protocol
 
 from twisted.application import service
@@ -141,13 +145,14 @@ class SipInstancesService(service.Service):
     reactor is stopped too, since there is nothing to serve.
     """
 
-    name = "sipinstances"  # type: ignore[assignment]  # Service declares it None
+    name = "sipinstances"
 
     def __init__(self, graph: ExecutionGraph, *, base_port: int = 5060,
                  max_retries: int = 10, host: str = LOCAL_HOST, log_messages: bool = True,
                  trace_messages: bool = False, run_graph: bool = False,
                  demo: bool = False, freeze_gc: bool = False,
                  auto_answer: bool = True, stop_reactor_on_failure: bool = False,
+                 exit_status_on_failure: bool = False,
                  timers: TimerSettings | None = None,
                  reactor: ServiceReactor | None = None) -> None:
         self.graph = graph
@@ -163,6 +168,7 @@ class SipInstancesService(service.Service):
         self.flow_done: Deferred | None = None  # fires with the flow's result (or None)
         self.auto_answer = auto_answer
         self.stop_reactor_on_failure = stop_reactor_on_failure
+        self.exit_status_on_failure = exit_status_on_failure
         self.timers = timers
         self._reactor = reactor
         self.manager: InstanceManager | None = None
@@ -228,12 +234,17 @@ class SipInstancesService(service.Service):
 
     def _start_failed(self, exc: Exception) -> None:
         self.failure = exc
-        log.error("could not start the SIP instances: {error}", error=str(exc))
+        log.error("could not start the SIP instances: {error}{stopping}", error=str(exc),
+                  stopping="; nothing to serve: stopping" if self.stop_reactor_on_failure
+                  else "")
         self._settle()
         if self.stop_reactor_on_failure:
-            log.error("nothing to serve: stopping")
             reactor = self._reactor if self._reactor is not None else _global_reactor()
             reactor.callWhenRunning(_stop_reactor, reactor)
+        if self.stop_reactor_on_failure and self.exit_status_on_failure \
+                and not _exit_registered:
+            _exit_registered.append(True)
+            atexit.register(exit_failed)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -303,6 +314,24 @@ def freeze_startup_objects() -> None:
     gc.freeze()
 
 
+_exit_registered: list[bool] = []
+
+
+def exit_failed() -> None:
+    """End the process with status 1 once twistd has finished its own shutdown.
+
+    A service cannot set twistd's exit status, and twistd returns normally (status 0)
+    after the reactor stops. Registered with atexit only when the start failed, this runs
+    after twistd has removed its pid file and flushed and closed its log; it flushes what
+    is left on stdio and leaves with 1, so that scripts and service managers see the
+    failure.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(1)
+
+
 def _global_reactor() -> ServiceReactor:
     # Imported when needed, so that twistd has installed the reactor it was asked for.
     from twisted.internet import reactor
@@ -332,4 +361,5 @@ def makeService(options: Mapping[str, Any]) -> SipInstancesService:  # noqa: N80
         demo=not options.get("no-demo"),
         freeze_gc=True,
         stop_reactor_on_failure=True,
+        exit_status_on_failure=True,
     )

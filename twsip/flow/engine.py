@@ -119,9 +119,12 @@ class Engine:
     def run_on_serving(self, graph: ExecutionGraph) -> Deferred[ScenarioResult]:
         """Run the flow on instances the manager already has (matched by DN) and keeps.
 
-        For ``twistd sipinstances``: the instances stay bound and serving afterwards, and
-        an instance that answered calls by itself (auto-answer) does so again once the run
-        is over; during the run its calls go to the flow's INCOMING nodes instead.
+        For ``twistd sipinstances``: the instances stay bound and serving afterwards. An
+        instance that answers calls by itself (auto-answer) goes on answering every
+        caller during the run, except the flow's own calls, which go to its INCOMING
+        nodes (the rule is in `Run.claim_calls`: calls from the flow's instances, and
+        outside calls to an instance that no MakeCall of the flow calls while an
+        INCOMING node waits on it).
         """
         return self._start(graph, owned=False)
 

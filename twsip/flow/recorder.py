@@ -48,6 +48,9 @@ class Recorder:
                                         node.instance_id, self.dn_of(node.instance_id))
                         for nid, node in graph.nodes.items()}
         self._port_dns = port_dns
+        # Which messages are the run's: all of them, unless the run shares its instances
+        # with other callers (then `Run.claim_calls` sets a filter).
+        self.accept: Callable[[MessageEvent], bool] | None = None
         self._observers: list[tuple[SipInstance, Callable[[MessageEvent], None]]] = []
 
     def elapsed(self) -> float:
@@ -83,7 +86,8 @@ class Recorder:
         for instance_id, managed in self.instances.items():
             def observe(event: MessageEvent, instance_id: str = instance_id,
                         dn: str = managed.config.dn) -> None:
-                self.on_message(event, instance_id, dn)
+                if self.accept is None or self.accept(event):
+                    self.on_message(event, instance_id, dn)
 
             managed.ua.observers.append(observe)
             self._observers.append((managed.ua, observe))

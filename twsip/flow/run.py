@@ -42,7 +42,9 @@ from twsip.interfaces import TimeSource
 from twsip.manager import InstanceManager, ManagedInstance
 from twsip.outcome import Outcome
 from twsip.sip.dialog import ServerSession
-from twsip.sip.instance import SipInstance
+from twsip.sip.instance import MessageEvent, SipInstance
+from twsip.sip.message import Request
+from twsip.sip.uri import loopback_address
 
 __all__ = ["Run"]
 
@@ -87,14 +89,14 @@ class Run:
         self.failed_node: ScenarioNode | None = None
         self.warnings: list[FlowWarning] = []
         self.done = Outcome()
-        self._paused: list[SipInstance] = []
+        self._claimed: list[SipInstance] = []
 
     # -- the run ---------------------------------------------------------------------------
     async def execute(self) -> ScenarioResult:
         recorder = self.recorder
-        recorder.attach()
         if not self.owned:
-            self.pause_auto_answer()
+            self.claim_calls()
+        recorder.attach()
         infos = [InstanceInfo(iid, m.config.label, m.config.dn, m.ua.host, m.port,
                               m.config.color) for iid, m in self.instances.items()]
         recorder.emit(ScenarioStarted(self.clock.seconds(), 0.0, tuple(infos),
@@ -239,7 +241,7 @@ class Run:
             if self.owned:
                 await self.manager.cleanup()
             else:
-                self.resume_auto_answer()
+                self.release_calls()
         finally:
             self.recorder.detach()
             outcome = self.outcome or STOPPED
@@ -274,20 +276,85 @@ class Run:
         if seconds > 0:
             await task.deferLater(self.clock, seconds, lambda: None)  # type: ignore[arg-type]
 
-    # -- auto-answer (instances that serve already) ----------------------------------------
-    def pause_auto_answer(self) -> None:
-        # The flow's INCOMING nodes take the calls while it runs; start_serving(
-        # auto_answer=True) gives them back to the instance afterwards.
-        for managed in self.instances.values():
-            ua = managed.ua
-            if ua.auto_answering:
-                ua.stop_auto_answer()
-                self._paused.append(ua)
+    # -- sharing instances that serve already ---------------------------------------------
+    def claim_calls(self) -> None:
+        """Take the flow's own calls, and only those, from instances that serve already.
+
+        Under ``twistd sipinstances`` the flow's instances keep auto-answering everyone
+        else while it runs (SIPp, a softphone). A new call to an instance of the flow, or
+        to one an INCOMING node waits on, belongs to the flow when
+
+        * its INVITE comes from the address of one of the flow's instances, or
+        * no MakeCall of the flow calls that instance (so the flow can only mean callers
+          from outside) and an INCOMING node is waiting for a call on it right now.
+
+        Every other call is auto-answered as if no flow ran.
+        """
+        flow_addresses = {(m.ua.host, m.port) for m in self.instances.values()}
+        called = self._make_call_targets()
+        uas = {id(m.ua): m.ua for m in self.instances.values()}
+        for node in self.graph.nodes.values():
+            if node.name == "INCOMING" and node.number:
+                try:
+                    ua = self.manager.by_dn(node.number).ua
+                except LookupError:
+                    continue
+                uas[id(ua)] = ua
+        open_to_all: set[SipInstance] = set()
+        for ua in uas.values():
             if not ua.serving:
                 ua.start_serving(auto_answer=False)
+            ua.claim = _FlowClaim(ua, flow_addresses, ua.address not in called)
+            self._claimed.append(ua)
+            if ua.address not in called:
+                open_to_all.add(ua)
+        # The record (ladder, report) keeps the flow's messages only: those with the
+        # flow's instances or MakeCall targets, and all of an instance open to outside
+        # callers; the other callers' calls are not the flow's story.
+        peers = flow_addresses | called
 
-    def resume_auto_answer(self) -> None:
-        for ua in self._paused:
-            if ua.transport is not None:
+        def accept(event: MessageEvent) -> bool:
+            return event.peer in peers or event.instance in open_to_all
+
+        self.recorder.accept = accept
+
+    def _make_call_targets(self) -> set[tuple[str, int]]:
+        """The addresses the flow's MakeCall nodes call."""
+        targets: set[tuple[str, int]] = set()
+        for node in self.graph.nodes.values():
+            if node.name != "MakeCall" or not node.target_uri:
+                continue
+            try:
+                address = loopback_address(self.manager.resolve_target(node.target_uri))
+            except (LookupError, ValueError):
+                continue
+            if address is not None:
+                targets.add(address)
+        return targets
+
+    def release_calls(self) -> None:
+        """The run is over: every call goes to the instance's own answering again, the
+        ones the flow claimed but never took included."""
+        for ua in self._claimed:
+            if isinstance(ua.claim, _FlowClaim):
+                ua.claim = None
+            if ua.auto_answering and ua.transport is not None:
                 ua.start_serving(auto_answer=True)
-        self._paused.clear()
+        self._claimed.clear()
+
+
+class _FlowClaim:
+    """`SipInstance.claim` while a flow runs on a shared instance (see `Run.claim_calls`)."""
+
+    __slots__ = ("ua", "flow_addresses", "outside_callers")
+
+    def __init__(self, ua: SipInstance, flow_addresses: set[tuple[str, int]],
+                 outside_callers: bool) -> None:
+        self.ua = ua
+        self.flow_addresses = flow_addresses
+        self.outside_callers = outside_callers
+
+    def __call__(self, invite: Request, addr: tuple[str, int]) -> bool:
+        if addr in self.flow_addresses:
+            return True
+        return self.outside_callers and bool(self.ua.incoming.waiting)

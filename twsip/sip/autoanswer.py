@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.logger import Logger
 
 from twsip.sip.dialog import ServerSession
+from twsip.sip.noise import printable
 
 __all__ = ["AutoAnswer"]
 
@@ -13,30 +13,43 @@ log = Logger(namespace="twsip.instance")
 
 
 class AutoAnswer:
-    """Takes each call from an instance's own queue, rings and answers it, and leaves the
-    hangup to the caller. It waits on the queue like any application would, so stopping
-    it hands new calls back to the application untouched."""
+    """Rings and answers each call the instance hands it, and leaves the hangup to the
+    caller.
 
-    __slots__ = ("incoming", "dn", "_waiting")
+    The instance hands calls over directly instead of through `incoming`, so that a flow
+    may take some calls from the queue while every other caller is still answered (see
+    `SipInstance.claim`). Whatever goes wrong with one call ends that call only: the next
+    one is answered all the same.
+    """
 
-    def __init__(self, incoming: DeferredQueue[ServerSession], dn: str) -> None:
-        self.incoming = incoming
+    __slots__ = ("dn",)
+
+    def __init__(self, dn: str) -> None:
         self.dn = dn
-        self._waiting: Deferred[ServerSession] | None = None
-        self._next()
 
-    def stop(self) -> None:
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.cancel()
+    def take(self, session: ServerSession) -> None:
+        try:
+            session.ringing()
+            answered = session.answer()
+        except Exception:
+            log.failure("{dn}: auto-answering call {call_id} failed", dn=self.dn,
+                        call_id=printable(session.call_id))
+            _give_up(session)
+            return
+        answered.addErrback(self._failed, session)
 
-    def _next(self) -> None:
-        d = self._waiting = self.incoming.get()
-        d.addCallbacks(self._answer, lambda _: None)
+    def _failed(self, failure: object, session: ServerSession) -> None:
+        why = getattr(failure, "getErrorMessage", lambda: str(failure))()
+        log.info("{dn}: auto-answered call {call_id} failed: {why}", dn=self.dn,
+                 call_id=printable(session.call_id), why=printable(why))
 
-    def _answer(self, session: ServerSession) -> None:
-        session.ringing()
-        session.answer().addErrback(
-            lambda f: log.info("{dn}: auto-answered call {call_id} failed: {why}",
-                               dn=self.dn, call_id=session.call_id, why=f.getErrorMessage()))
-        self._next()
+
+def _give_up(session: ServerSession) -> None:
+    """End a call that auto-answering broke on: 500 if it can still be refused."""
+    try:
+        if not session.ended:
+            session.reject(500, "Server Internal Error")
+    except Exception:
+        log.failure("could not refuse call {call_id}", call_id=printable(session.call_id))
+    if not session.ended:
+        session._end("internal error")

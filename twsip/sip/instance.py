@@ -13,26 +13,27 @@ import contextlib
 import itertools
 import os
 import socket
-from typing import Any, cast
+from typing import Any, Callable, cast
 
-from twisted.internet.defer import (
-    Deferred,
-    DeferredList,
-    DeferredQueue,
-    QueueOverflow,
-    fail,
-    succeed,
-)
+from twisted.internet.defer import Deferred, DeferredQueue, QueueOverflow, fail
+from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from twsip.outcome import Outcome
 from twsip.sip.autoanswer import AutoAnswer
 from twsip.sip.call_media import MediaFactory
 from twsip.interfaces import TimeSource, UDPReactor
 from twsip.sip.dialog import CallFailed, ClientSession, ServerSession, Session
-from twsip.sip.message import Message, Request, Response, SipParseError, parse, request_headers
+from twsip.sip.message import (
+    MAX_DATAGRAM,
+    Message,
+    Request,
+    Response,
+    SipParseError,
+    parse,
+)
+from twsip.sip.noise import NoiseSummary, printable
 from twsip.sip.observers import MessageEvent, MessageObservers, Observer, summary
 from twsip.sip.registry import DialogId, DialogRegistry
 from twsip.sip.screening import (
@@ -42,20 +43,25 @@ from twsip.sip.screening import (
     screen,
     screen_offer,
 )
-from twsip.sip.session import FinalResponse
+from twsip.sip.shutdown import abandon, end_calls, send_options
 from twsip.sip.transaction import (
-    ClientNonInviteTransaction,
     ServerInviteTransaction,
     ServerNonInviteTransaction,
     TimerSettings,
     TransactionLayer,
 )
 from twsip.sip.uri import Address, loopback_address
-from twsip.sip.wire import LOOPBACK_HOSTS, may_send_to, stamp_received
+from twsip.sip.wire import (
+    LOOPBACK_HOSTS,
+    SendFailed,
+    may_send_to,
+    send_failure,
+    stamp_received,
+)
 
 # MessageEvent and KNOWN_METHODS live in observers and screening; named here too for the
 # layers above, which import them from the instance.
-__all__ = ["SipInstance", "MessageEvent", "KNOWN_METHODS"]
+__all__ = ["SipInstance", "MessageEvent", "KNOWN_METHODS", "CallClaim"]
 
 log = Logger(namespace="twsip.instance")
 
@@ -65,6 +71,10 @@ log = Logger(namespace="twsip.instance")
 # instead of being dropped and retransmitted by the peer.
 RECEIVE_BUFFER = 4 * 1024 * 1024
 
+# Asked, while the instance auto-answers, whether a new call (its INVITE and where it came
+# from) is someone else's to take from `incoming` (a flow running on the instance).
+CallClaim = Callable[[Request, Address], bool]
+
 
 class SipInstance(DatagramProtocol):
     """A SIP phone: places calls (`invite`) and queues received ones (`incoming`).
@@ -72,7 +82,12 @@ class SipInstance(DatagramProtocol):
     The instance is the datagram end and the UA core's routing of requests; the §8.2 checks
     are in `screening`, the calls and dialogs in a `DialogRegistry`, and who watches the
     messages in `MessageObservers`. `log_messages` logs one info line per SIP message;
-    `trace_messages` adds its full text at debug level.
+    `trace_messages` adds its full text at debug level. Garbage, stray responses and
+    overload are counted and summarised by `noise`, whatever the switches say.
+
+    While the instance auto-answers, `claim` (None by default) may keep some calls for
+    whoever reads `incoming`: a flow sharing the instance claims its own calls, and every
+    other caller is still answered.
     """
 
     noisy = False  # a thousand instances must not log a thousand "starting on" lines
@@ -85,7 +100,7 @@ class SipInstance(DatagramProtocol):
                  record_dir: str | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
-            reactor = global_reactor  # type: ignore[assignment]  # the reactor is one
+            reactor = global_reactor
         self.dn = dn
         self.host = host
         self.port = 0
@@ -95,7 +110,8 @@ class SipInstance(DatagramProtocol):
         self.transactions = TransactionLayer(self._send, self.clock, timers)
         self.incoming: DeferredQueue[ServerSession] = DeferredQueue(size=queue_size)
         self.serving = False
-        self.registry = DialogRegistry()
+        self.noise = NoiseSummary(self.clock, log, f"DN {dn}")
+        self.registry = DialogRegistry(self.noise)
         self.dialogs: dict[DialogId, Session] = self.registry.dialogs
         self.calls: set[Session] = self.registry.calls
         self.watchers = MessageObservers(self, self.clock, log_messages, trace_messages)
@@ -103,6 +119,7 @@ class SipInstance(DatagramProtocol):
         self._prefix = os.urandom(4).hex()
         self._counter = itertools.count(1)
         self._auto_answer: AutoAnswer | None = None
+        self.claim: CallClaim | None = None
         # Each call's RTP endpoint, when the reactor can bind UDP (a bare Clock cannot).
         self.media_factory = (MediaFactory(cast(UDPReactor, reactor), host, dn, record_dir)
                               if media and hasattr(reactor, "listenUDP") else None)
@@ -150,35 +167,43 @@ class SipInstance(DatagramProtocol):
     def new_call_id(self) -> str:
         return f"{self._prefix}{next(self._counter):x}@{self.host}"
 
-    def media_port(self) -> int:
-        return self.port + 10000 if self.port < 55000 else self.port - 10000
-
     # -- the wire ------------------------------------------------------------------------
     def _send(self, data: bytes, addr: Address, message: Message) -> None:
         if not LOOPBACK_HOSTS.get(addr[0]) and not may_send_to(addr[0]):
             log.warn("local mode: not sending {what} to {peer}, outside 127.0.0.0/8",
-                     what=summary(message), peer=addr[0])
+                     what=summary(message), peer=printable(addr[0]))
             return
         # Typed Any: IUDPTransport is a zope interface, whose methods mypy reads wrongly.
         transport: Any = self.transport
         if transport is None:
             return
+        if len(data) > MAX_DATAGRAM:
+            raise SendFailed(summary(message), addr, "larger than a UDP datagram", True)
         # The address is a checked IPv4 literal, so Twisted's per-write address checks
         # (three isIPAddress calls, a fifth of the send cost under load) add nothing:
         # send on the socket directly and leave only errors to Twisted's handling.
         sock = getattr(transport, "socket", None)
-        if sock is None:
-            transport.write(data, addr)
-        else:
-            try:
-                sock.sendto(data, addr)
-            except OSError:
+        try:
+            if sock is None:
                 transport.write(data, addr)
+            else:
+                try:
+                    sock.sendto(data, addr)
+                except OSError:
+                    transport.write(data, addr)
+        except (OSError, MessageLengthError, ValueError) as exc:
+            raise send_failure(exc, summary(message), addr) from exc
         if self.observers or self.watchers.log_messages:
             self.watchers.notify("out", message, addr)
 
     def send_message(self, message: Message, addr: Address) -> None:
-        self._send(message.to_bytes(), addr, message)
+        """Send outside any transaction (ACKs, 2xx retransmissions, answers to garbage):
+        a failure is logged and changes nothing else."""
+        try:
+            self._send(message.to_bytes(), addr, message)
+        except SendFailed as exc:
+            log.warn("{dn}: could not send {what}: {error}", dn=self.dn, what=exc.what,
+                     error=printable(exc))
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:  # noqa: N802
         try:
@@ -192,8 +217,7 @@ class SipInstance(DatagramProtocol):
             if isinstance(message, Request):
                 self._receive_request(message, addr)
             elif not self.transactions.match_response(message):
-                log.debug("dropped a response matching no transaction: {status} {call_id}",
-                          status=message.status, call_id=message.get("call-id"))
+                self.noise.stray(message, addr)
         except SipParseError as exc:  # a header read lazily turned out malformed
             self._malformed(exc, addr)
         except Exception:
@@ -201,14 +225,9 @@ class SipInstance(DatagramProtocol):
 
     def _malformed(self, exc: SipParseError, addr: Address) -> None:
         response = malformed_response(exc, self.new_tag)
-        if response is None:
-            log.info("dropped malformed message from {peer}: {reason}", peer=addr,
-                     reason=exc.reason)
-            return
-        log.info("answered malformed {method} from {peer} with {status}: {reason}",
-                 method=getattr(exc.message, "method", "?"), peer=addr, status=exc.status,
-                 reason=exc.reason)
-        self.send_message(response, addr)
+        self.noise.malformed(exc.status if response else None, exc.reason, addr)
+        if response is not None:
+            self.send_message(response, addr)
 
     # -- requests (§8.2) -------------------------------------------------------------------
     def _receive_request(self, request: Request, addr: Address) -> None:
@@ -224,6 +243,17 @@ class SipInstance(DatagramProtocol):
             tx = ServerInviteTransaction(self.transactions, request, addr)
         else:
             tx = ServerNonInviteTransaction(self.transactions, request, addr)
+        try:
+            self._handle_request(request, tx, addr)
+        except Exception:  # never leave the transaction in Proceeding without an answer
+            log.failure("{dn}: internal error on {method} from {peer}; answering 500",
+                        dn=self.dn, method=method, peer=addr)
+            abandon(tx, request)
+
+    def _handle_request(self, request: Request,
+                        tx: ServerInviteTransaction | ServerNonInviteTransaction,
+                        addr: Address) -> None:
+        method = request.method
         refusal = screen(request, self.new_tag)
         if refusal is not None:
             tx.respond(refusal)
@@ -263,11 +293,14 @@ class SipInstance(DatagramProtocol):
             return
         tx.respond(invite.response(100))
         session = ServerSession(self, invite, tx, addr)
+        auto = self._auto_answer
+        if auto is not None and (self.claim is None or not self.claim(invite, addr)):
+            auto.take(session)
+            return
         try:
             self.incoming.put(session)
         except QueueOverflow:
-            log.warn("{dn}: incoming queue full ({size}), answering 486 to {call_id}",
-                     dn=self.dn, size=self.incoming.size, call_id=invite.call_id)
+            self.noise.overload(self.incoming.size, invite.call_id)
             session.reject(486, "Busy Here")
 
     # -- dialog registry (used by sessions) --------------------------------------------------
@@ -286,12 +319,18 @@ class SipInstance(DatagramProtocol):
     def start_serving(self, auto_answer: bool = False) -> None:
         """Accept new calls into `incoming` (before this they are answered 480).
 
-        With `auto_answer`, the instance takes each call from its own queue, rings and
-        answers it, and lets the caller hang up: what a phone on auto-answer does.
+        With `auto_answer`, the instance rings and answers each new call (and those
+        queued already) itself, and lets the caller hang up: what a phone on auto-answer
+        does; only calls that `claim` keeps go to `incoming`.
         """
         self.serving = True
-        if auto_answer and self._auto_answer is None:
-            self._auto_answer = AutoAnswer(self.incoming, self.dn)
+        self.noise.open()
+        if auto_answer:
+            auto = self._auto_answer = self._auto_answer or AutoAnswer(self.dn)
+            for session in list(self.incoming.pending):  # calls queued before: ours now
+                if self.claim is None or not self.claim(session.invite, session.peer):
+                    self.incoming.pending.remove(session)
+                    auto.take(session)
 
     @property
     def auto_answering(self) -> bool:
@@ -299,9 +338,7 @@ class SipInstance(DatagramProtocol):
 
     def stop_auto_answer(self) -> None:
         """Leave new calls in `incoming` for the application again (still serving)."""
-        if self._auto_answer is not None:
-            auto, self._auto_answer = self._auto_answer, None
-            auto.stop()
+        self._auto_answer = None
 
     def dial(self, target: str, timeout: float | None = None) -> ClientSession:
         """Start a call and return its session at once (see `invite` for the usual API)."""
@@ -327,42 +364,14 @@ class SipInstance(DatagramProtocol):
 
     def options(self, target: str) -> Deferred[Response]:
         """Send OPTIONS to `target`; fires with the final response."""
-        addr = loopback_address(target)
-        if addr is None:
-            return fail(CallFailed(503, f"not a loopback sip: URI: {target!r}"))
-        headers = request_headers("OPTIONS", 1, via=self.new_via(),
-                                  from_=f"<{self.uri}>;tag={self.new_tag()}",
-                                  to=f"<{target}>", call_id=self.new_call_id())
-        headers["accept"] = ["application/sdp"]
-        outcome = Outcome()
-        ClientNonInviteTransaction(self.transactions, Request("OPTIONS", target, headers), addr,
-                                   FinalResponse(outcome, "OPTIONS"))
-        return outcome.wait()
+        return send_options(self, target)
 
     def cleanup(self, grace: float = 0.5) -> Deferred[None]:
-        """End every call (BYE, CANCEL or 480), wait up to `grace` s, cancel every timer."""
+        """End every call (BYE, CANCEL or 480), wait up to `grace` s, cancel every timer.
+
+        Never fails and never stops half-way: a call that cannot be ended is logged and
+        dropped, and the timers go whatever happened before."""
         self.serving = False
         self.stop_auto_answer()
-        byes = []
-        for session in list(self.calls):
-            if isinstance(session, ServerSession) and not session.answered:
-                session.reject(480, "Temporarily Unavailable (shutting down)")
-            else:  # BYE, or CANCEL for an outgoing call not answered yet
-                byes.append(session.hangup().addErrback(lambda _: None))
-        while self.incoming.pending:
-            self.incoming.pending.pop()
-        for waiting in list(self.incoming.waiting):
-            waiting.cancel()
-        done: Deferred[Any] = succeed(None)
-        if byes:
-            done = DeferredList(byes).addTimeout(grace, cast(Any, self.clock))
-        done.addErrback(lambda _: None)
-
-        def finish(_: object) -> None:
-            for session in list(self.calls):
-                session._end("cleanup")
-            self.registry.clear()
-            self.transactions.close()
-
-        done.addCallback(finish)
-        return done
+        self.noise.close()
+        return end_calls(self, grace)

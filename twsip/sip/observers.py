@@ -14,6 +14,7 @@ from twisted.logger import Logger
 
 from twsip.interfaces import TimeSource
 from twsip.sip.message import Message, Request, Response
+from twsip.sip.noise import printable
 from twsip.sip.uri import Address
 
 __all__ = ["MessageEvent", "MessageObservers", "Observer", "summary"]
@@ -84,8 +85,8 @@ class MessageObservers:
         if self.log_messages:
             log.info("{direction} {dn} {summary} {peer_host}:{peer_port} call-id={call_id}",
                      direction="->" if direction == "out" else "<-", dn=self.instance.dn,
-                     summary=summary(message), peer_host=peer[0], peer_port=peer[1],
-                     call_id=message.get("call-id"))
+                     summary=printable(summary(message)), peer_host=peer[0],
+                     peer_port=peer[1], call_id=printable(message.get("call-id")))
             if self.trace_messages:
                 log.debug("{text}", text=message)
         if self.observers:

@@ -7,9 +7,8 @@ that in-dialog requests and ACKs are matched against.
 
 from __future__ import annotations
 
-from twisted.logger import Logger
-
 from twsip.sip.message import Request
+from twsip.sip.noise import NoiseSummary, printable
 from twsip.sip.session import ServerTransaction, Session
 from twsip.sip.uri import Address
 
@@ -17,17 +16,17 @@ __all__ = ["DialogRegistry", "DialogId"]
 
 DialogId = tuple[str, str, "str | None"]
 
-log = Logger(namespace="twsip.instance")
 
 
 class DialogRegistry:
     """Calls and dialogs of one UA, and the delivery of requests inside a dialog."""
 
-    __slots__ = ("dialogs", "calls")
+    __slots__ = ("dialogs", "calls", "noise")
 
-    def __init__(self) -> None:
+    def __init__(self, noise: NoiseSummary | None = None) -> None:
         self.dialogs: dict[DialogId, Session] = {}
         self.calls: set[Session] = set()
+        self.noise = noise  # where stray ACKs are counted (a peer may send any number)
 
     def add(self, session: Session) -> None:
         self.dialogs[session.dialog_id] = session
@@ -59,6 +58,9 @@ class DialogRegistry:
         """An ACK for a 2xx (its own transaction, §17.1.1.3) to its dialog, if any."""
         session = self.match(ack)
         if session is None:
-            log.debug("dropped an ACK matching no dialog: {call_id}", call_id=ack.call_id)
+            if self.noise is not None:
+                self.noise.note("stray-ack", "ACKs matching no dialog",
+                                "dropped an ACK matching no dialog: call-id={call_id}",
+                                call_id=printable(ack.call_id))
         else:
             session.ack_received(ack)

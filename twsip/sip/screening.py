@@ -24,6 +24,8 @@ KNOWN_METHODS = frozenset({
     "PUBLISH",
 })
 ACCEPTED_BODIES = ("application/sdp",)
+# INFO carries DTMF in these (the dialog answers other INFO packages itself, with 415)
+INFO_BODIES = ("application/sdp", "application/dtmf-relay", "application/dtmf")
 ALLOW = ", ".join(ALLOWED_METHODS)
 
 TagFactory = Callable[[], str]
@@ -49,11 +51,10 @@ def screen(request: Request, new_tag: TagFactory) -> Response | None:
     if method == "CANCEL":
         return None
     if method == "INVITE":
-        try:
-            request.contact  # the remote target of the dialog this would create (§12.1.1)
-        except SipParseError as exc:
+        problem = _contact_problem(request)
+        if problem is not None:
             response = request.response(400, to_tag=new_tag())
-            response.set("warning", warning(exc.reason))
+            response.set("warning", warning(problem))
             return response
     required = request.require
     if required:
@@ -73,11 +74,29 @@ def screen(request: Request, new_tag: TagFactory) -> Response | None:
     return None
 
 
+def _contact_problem(request: Request) -> str | None:
+    """§8.1.1.8: an INVITE carries exactly one Contact, a URI (not "*", which only a
+    REGISTER may use): the remote target of the dialog it creates (§12.1.1)."""
+    values = [v.strip() for v in request.headers.get("contact", ()) if v.strip()]
+    if not values:
+        return "an INVITE needs a Contact header (RFC 3261 8.1.1.8)"
+    if "*" in values:
+        return "Contact: * is for REGISTER only; an INVITE needs a URI (RFC 3261 8.1.1.8)"
+    if len(values) > 1:
+        return "an INVITE carries exactly one Contact URI (RFC 3261 8.1.1.8)"
+    try:
+        request.contact
+    except SipParseError as exc:
+        return exc.reason
+    return None
+
+
 def _screen_body(request: Request, new_tag: TagFactory) -> Response | None:
     """§8.2.3: a body we cannot read is refused 415, saying what we can."""
-    if request.content_type not in ACCEPTED_BODIES:
+    accepted = INFO_BODIES if request.method == "INFO" else ACCEPTED_BODIES
+    if request.content_type not in accepted:
         response = request.response(415, to_tag=new_tag())
-        response.set("accept", "application/sdp")
+        response.set("accept", ", ".join(accepted))
         return response
     encoding = request.get("content-encoding")
     if encoding and encoding.lower() != "identity":

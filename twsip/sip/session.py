@@ -84,7 +84,6 @@ class UserAgent(Protocol):
     def send_message(self, message: Message, addr: Address) -> None: ...
     def register_dialog(self, session: Session) -> None: ...
     def unregister_dialog(self, session: Session) -> None: ...
-    def media_port(self) -> int: ...
 
 
 class FinalResponse:
@@ -290,8 +289,9 @@ class Session:
         """The RTP port our SDP names: this call's own endpoint, or (an instance without
         media) the placeholder port where nothing listens."""
         factory = self.ua.media_factory
-        if factory is None:
-            return self.ua.media_port()
+        if factory is None:  # a port away from the SIP ports, where nothing listens
+            port = self.ua.port
+            return port + 10000 if port < 55000 else port - 10000
         if self.media is None:
             self.media = factory.open(self.call_id)
             self.media.send_info = self.send_dtmf_info

@@ -23,6 +23,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Hashable, Protocol
 
+from twisted.logger import Logger
+
 from twsip.interfaces import DelayedCall, TimeSource, cancel_call
 from twsip.sip.message import (
     Message,
@@ -33,6 +35,7 @@ from twsip.sip.message import (
     request_headers,
 )
 from twsip.sip.uri import Address
+from twsip.sip.wire import SendFailed
 
 __all__ = [
     "TransactionState",
@@ -53,6 +56,10 @@ MAGIC_COOKIE = "z9hG4bK"
 
 SendFunction = Callable[[bytes, Address, Message], None]
 
+log = Logger(namespace="twsip.transaction")
+
+# What an answer copies from the request it answers (§8.2.6): all a fallback answer keeps.
+_COPIED = ("via", "from", "to", "call-id", "cseq")
 
 
 class TransactionState(enum.Enum):
@@ -104,6 +111,10 @@ class InviteServerUser(Protocol):
 
     def timed_out(self) -> None:
         """Timer H: the peer never ACKed our error response."""
+
+    def transport_error(self, status: int, reason: str) -> None:
+        """Our response could not be sent (§17.2.4); the transaction answered `status`
+        instead where that fitted. Either way the INVITE is answered and the call over."""
 
 
 class _NoUser:
@@ -185,12 +196,48 @@ class _Transaction:
         self._wire = (message.to_bytes(), message)
         self.layer.send(self._wire[0], self.addr, message)
 
-    def _resend(self) -> None:
+    def _resend(self) -> bool:
+        """Send the last message again; False when it could not leave (the transaction
+        has then failed, and its timers must not go on)."""
         if self._wire is not None:
             data, message = self._wire
             if message is None:  # let go of on completion; rebuilt for the send hook
                 message = _reparse(data)
-            self.layer.send(data, self.addr, message)
+            try:
+                self.layer.send(data, self.addr, message)
+            except SendFailed as exc:
+                self._send_failed(exc)
+                return False
+        return True
+
+    def _send_failed(self, exc: SendFailed) -> None:
+        """A retransmission could not leave: later ones would not either, so end here."""
+        log.warn("could not send {what} again ({error}): transaction ended",
+                 what=exc.what, error=exc.error)
+        self.terminate()
+
+    def _send_answer(self, response: Response) -> Response | None:
+        """Send a server transaction's response; if it cannot leave, answer 513 (too
+        large) or 500 with only the copied headers instead. Returns what was sent, or
+        None when nothing could be (the transaction has then ended); `_failed` then
+        says what the TU is to hear once the transaction has moved on."""
+        try:
+            self._send(response)
+            return response
+        except SendFailed as exc:
+            status = 513 if exc.too_large else 500
+            fallback = Response(status, None, {key: list(response.headers[key])
+                                               for key in _COPIED if key in response.headers})
+            try:
+                self._send(fallback)
+            except SendFailed:
+                log.warn("could not send {what} ({error}), nor a {status} instead: "
+                         "transaction ended", what=exc.what, error=exc.error, status=status)
+                self.terminate()
+                return None
+            log.warn("could not send {what} ({error}): answered {status} instead",
+                     what=exc.what, error=exc.error, status=status)
+            return fallback
 
     def _later(self, delay: float, fn: Callable[[], None]) -> DelayedCall:
         return self.layer.clock.callLater(delay, fn)
@@ -247,9 +294,12 @@ class ClientInviteTransaction(_Transaction):
         self.user = user
         self._ack: bytes | None = None
         layer._client[self.key] = self
-        self._send(request)
         self._retransmit = self._later(self._interval, self._timer_a)
         self._timeout = self._later(layer.timers.timeout, self._timer_b)
+        try:
+            self._send(request)
+        except SendFailed as exc:
+            self._send_failed(exc)
 
     def replace_user(self, user: ClientTransactionUser) -> None:
         """Hand what is left to report (2xx retransmissions in Accepted) to `user`: a TU
@@ -257,9 +307,18 @@ class ClientInviteTransaction(_Transaction):
         self.user = user
 
     def _timer_a(self) -> None:
-        self._resend()
-        self._interval *= 2
-        self._retransmit = self._later(self._interval, self._timer_a)
+        if self._resend():
+            self._interval *= 2
+            self._retransmit = self._later(self._interval, self._timer_a)
+
+    def _send_failed(self, exc: SendFailed) -> None:
+        _fail_client(self, exc)
+
+    def _send_ack(self, data: bytes, ack: Message) -> None:
+        try:
+            self.layer.send(data, self.addr, ack)
+        except SendFailed as exc:
+            log.warn("could not send {what} ({error})", what=exc.what, error=exc.error)
 
     def _timer_b(self) -> None:
         self._timeout = None
@@ -291,7 +350,7 @@ class ClientInviteTransaction(_Transaction):
                 assert request is not None  # kept until a final response
                 ack = build_ack(request, response)
                 self._ack = ack.to_bytes()
-                self.layer.send(self._ack, self.addr, ack)
+                self._send_ack(self._ack, ack)
                 self._linger_for(self.layer.timers.timer_d)
                 user, self.user = self.user, NO_USER  # Completed reports nothing more
                 user.receive_response(response)
@@ -300,7 +359,7 @@ class ClientInviteTransaction(_Transaction):
                 self.user.receive_response(response)
         elif state is COMPLETED and status >= 300 and self._ack is not None:
             assert self.request is not None
-            self.layer.send(self._ack, self.addr, build_ack(self.request, response))
+            self._send_ack(self._ack, build_ack(self.request, response))
 
 
 class ClientNonInviteTransaction(_Transaction):
@@ -324,15 +383,22 @@ class ClientNonInviteTransaction(_Transaction):
                          TRYING)
         self.user = user
         layer._client[self.key] = self
-        self._send(request)
         self._retransmit = self._later(self._interval, self._timer_e)
         self._timeout = self._later(layer.timers.timeout, self._timer_f)
+        try:
+            self._send(request)
+        except SendFailed as exc:
+            self._send_failed(exc)
 
     def _timer_e(self) -> None:
-        self._resend()
+        if not self._resend():
+            return
         t2 = self.layer.timers.t2
         self._interval = t2 if self.state is PROCEEDING else min(2 * self._interval, t2)
         self._retransmit = self._later(self._interval, self._timer_e)
+
+    def _send_failed(self, exc: SendFailed) -> None:
+        _fail_client(self, exc)
 
     def _timer_f(self) -> None:
         self._timeout = None
@@ -407,10 +473,16 @@ class ServerInviteTransaction(_Transaction):
     def respond(self, response: Response) -> None:
         if self.state is not PROCEEDING:
             return
-        self._send(response)
-        status = response.status
+        sent = self._send_answer(response)
+        if sent is not response:
+            self._answer_failed(sent)
+            return
+        status = sent.status
         if status < 200:
             return
+        self._answered(status)
+
+    def _answered(self, status: int) -> None:
         # Answered: what is left to do (absorb retransmissions, resend the final response,
         # wait for the ACK) needs neither the request nor, once Accepted, the response.
         self.request = None
@@ -429,9 +501,20 @@ class ServerInviteTransaction(_Transaction):
         return self.state is not PROCEEDING
 
     def _timer_g(self) -> None:
-        self._resend()
-        self._interval = min(2 * self._interval, self.layer.timers.t2)
-        self._retransmit = self._later(self._interval, self._timer_g)
+        if self._resend():
+            self._interval = min(2 * self._interval, self.layer.timers.t2)
+            self._retransmit = self._later(self._interval, self._timer_g)
+
+    def _answer_failed(self, sent: Response | None) -> None:
+        """Our response did not leave: complete with the fallback error answer (if one
+        went), then tell the TU, whose call is over either way."""
+        if sent is not None:
+            self._answered(sent.status)
+        user = self.user
+        if user is not None:
+            status = sent.status if sent is not None else 500
+            user.transport_error(status, f"{status} sent instead of our response"
+                                 if sent is not None else "no response could be sent")
 
     def _timer_h(self) -> None:
         self._timeout = None
@@ -466,8 +549,10 @@ class ServerNonInviteTransaction(_Transaction):
     def respond(self, response: Response) -> None:
         if self.state is COMPLETED or self.state is TERMINATED:
             return
-        self._send(response)
-        if response.status < 200:
+        sent = self._send_answer(response)
+        if sent is None:
+            return
+        if sent.status < 200:
             self.state = PROCEEDING
         else:
             self.state = COMPLETED
@@ -487,6 +572,28 @@ class _LingerQueue:
     def __init__(self) -> None:
         self.deadlines: deque[float] = deque()
         self.txs: deque[_Transaction] = deque()
+
+
+def _fail_client(tx: ClientInviteTransaction | ClientNonInviteTransaction,
+                 exc: SendFailed) -> None:
+    """A client transaction's request could not leave: §8.1.3.1 reads that as a 503. The
+    TU hears it on the next turn of the clock (in the retransmit timer's slot, so that
+    close() cancels it), never from inside the call that created the transaction."""
+    log.warn("could not send {what} ({error}): the request fails as 503",
+             what=exc.what, error=exc.error)
+    tx._stop_retransmit()
+    tx._timeout = tx.layer.clock.callLater(0, _report_503, tx, exc)
+
+
+def _report_503(tx: ClientInviteTransaction | ClientNonInviteTransaction,
+                exc: SendFailed) -> None:
+    tx._timeout = None
+    request = tx.request
+    tx.terminate()
+    user, tx.user = tx.user, NO_USER
+    if request is not None:
+        user.receive_response(request.response(503, f"Service Unavailable (not sent: "
+                                                    f"{exc.error})"))
 
 
 def _reparse(data: bytes) -> Message:

@@ -96,9 +96,10 @@ class ServerSession(Session):
         self.state = CONFIRMED
         self._answered = Outcome()
         self.tx.respond(response)
-        self._wait_for_ack(response, self.invite.cseq.number)
-        if negotiated is not None:
-            self._apply(negotiated)
+        if self.state is CONFIRMED:  # not if the 200 could not be sent (transport_error)
+            self._wait_for_ack(response, self.invite.cseq.number)
+            if negotiated is not None:
+                self._apply(negotiated)
         return self._answered.wait()
 
     def _acked(self, ack: Request) -> None:
@@ -137,6 +138,12 @@ class ServerSession(Session):
     def timed_out(self) -> None:
         log.debug("no ACK for the error response to {call_id}", call_id=self.call_id)
 
+    def transport_error(self, status: int, reason: str) -> None:
+        """Our response could not be sent; the transaction answered for us: call over."""
+        self._end(f"failed {status}: {reason}")
+        if self._answered is not None:
+            self._answered.fire(CallFailed(status, reason))
+
     def _remote_bye(self) -> None:
         if not self.tx.answered:
             self.tx.respond(self._response(487))
@@ -168,3 +175,6 @@ class _EndedCall:
 
     def timed_out(self) -> None:
         log.debug("no ACK for the error response to {call_id}", call_id=self.call_id)
+
+    def transport_error(self, status: int, reason: str) -> None:
+        pass  # the call has ended already

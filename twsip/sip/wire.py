@@ -8,14 +8,40 @@ few attribute reads.
 
 from __future__ import annotations
 
+import errno
+
+from twisted.internet.error import MessageLengthError
+
 from twsip.sip.message import Request
 from twsip.sip.uri import Address, is_loopback
 
-__all__ = ["LOOPBACK_HOSTS", "may_send_to", "stamp_received"]
+__all__ = ["LOOPBACK_HOSTS", "SendFailed", "may_send_to", "send_failure", "stamp_received"]
 
 # is_loopback() per destination host seen, since every datagram sent asks. The sender reads
 # this dict first and calls `may_send_to` only for a host not known to be loopback.
 LOOPBACK_HOSTS: dict[str, bool] = {}
+
+
+class SendFailed(Exception):
+    """A datagram could not leave: the socket refused it (EMSGSIZE, EACCES, ...) or it was
+    too large to be a datagram at all. Raised to the transaction that sent it, so that the
+    failure ends that transaction and nothing else (§8.1.3.1 treats it as a 503 for a
+    request; a response that was owed becomes 513 or 500 where one fits)."""
+
+    def __init__(self, what: str, peer: Address, error: str, too_large: bool) -> None:
+        super().__init__(f"{what} to {peer[0]}:{peer[1]}: {error}")
+        self.what = what
+        self.peer = peer
+        self.error = error
+        self.too_large = too_large
+
+
+def send_failure(exc: Exception, what: str, peer: Address) -> SendFailed:
+    """What a socket's or Twisted's refusal to send means for the transaction: too large
+    (EMSGSIZE, Twisted's MessageLengthError, an in-memory network's ValueError) or not."""
+    too_large = isinstance(exc, (MessageLengthError, ValueError)) or \
+        getattr(exc, "errno", None) == errno.EMSGSIZE
+    return SendFailed(what, peer, str(exc) or type(exc).__name__, too_large)
 
 
 def may_send_to(host: str) -> bool:
