@@ -138,10 +138,6 @@ class SipMessage:
     text: str  # the whole message as it went over the wire
 
     @property
-    def is_request(self) -> bool:
-        return self.status is None
-
-    @property
     def peer_name(self) -> str:
         host, port = self.peer
         return f"{self.peer_dn} ({host}:{port})" if self.peer_dn else f"{host}:{port}"
