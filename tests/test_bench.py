@@ -30,6 +30,7 @@ SCALE_ROWS = ("100 instances: create + bind", "100 instances: RSS per instance",
               "100 instances: cleanup()", "500 concurrent established calls: setup time",
               "500 concurrent established calls: RSS per call", "500 calls: hang up all")
 SIPP_ROWS = ("SIPp uac -> 1 twsip instance, highest clean rate",)
+MEDIA_ROWS = ("RTP streams in one process (both ends), p99 send error <= 5 ms",)
 HAVE_SIPP = bool(shutil.which("sipp") or os.path.exists("/usr/bin/sipp"))
 
 
@@ -96,6 +97,11 @@ def test_scale_rows(quick_run: tuple[str, list[dict]]) -> None:
 
 
 @pytest.mark.skipif(not HAVE_SIPP, reason="sipp is not installed (Debian package sip-tester)")
+def test_media_row(quick_run: tuple[str, list[dict]]) -> None:
+    (row,) = _rows(quick_run, MEDIA_ROWS)
+    assert row["measured"] == 25 and row["unit"] == "streams"
+
+
 def test_sipp_rows(quick_run: tuple[str, list[dict]]) -> None:
     (row,) = _rows(quick_run, SIPP_ROWS)
     assert not row["skipped"], row
