@@ -48,7 +48,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[dict]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
                                      if env.get("PYTHONPATH") else "")
-    only = "parse,uas_path,calls,scale" + (",sipp_load" if HAVE_SIPP else "")
+    only = "parse,uas_path,calls,scale,media" + (",sipp_load" if HAVE_SIPP else "")
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--only", only, "--json", str(out)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
