@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "twsip"
 
 # Bottom up; a module may import from its own layer and the ones below it.
 LAYERS = [
-    ("twsip.outcome", "twsip.interfaces", "twsip.config", "twsip.lexical"),
+    ("twsip.outcome", "twsip.interfaces", "twsip.config", "twsip.lexical",
+     "twsip.quiet_udp"),
     ("twsip.media",),  # below the dialogs, which will own one RTP endpoint per call
     ("twsip.sip",),
     ("twsip.manager", "twsip.testing"),

@@ -10,15 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, cast
 
-from twisted.internet import udp
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IReactorFDSet
-from twisted.internet.posixbase import PosixReactorBase
 from twisted.logger import Logger
 
 from twsip.config import SipInstanceConfig
 from twsip.interfaces import ListeningPort, UDPReactor
+from twsip.quiet_udp import listen_udp
 from twsip.sip.instance import SipInstance
 from twsip.sip.transaction import TimerSettings
 from twsip.sip.uri import is_loopback
@@ -29,35 +27,6 @@ __all__ = ["InstanceManager", "ManagedInstance", "PortAllocationError", "Unknown
 log = Logger(namespace="twsip.manager")
 
 LOCAL_HOST = "127.0.0.1"
-
-
-class _QuietPort(udp.Port):
-    """Twisted's UDP port without its "SipInstance starting on N" line: the manager
-    already logs one line per instance with its DN and port, and a thousand instances
-    must not log a thousand more. Binding is done here as Twisted does it, minus the log
-    line; everything else (reading, writing, closing) is Twisted's own."""
-
-    def _bindSocket(self) -> None:  # noqa: N802 (Twisted's name)
-        try:
-            sock = self.createInternetSocket()
-            sock.bind((self.interface, self.port))
-        except OSError as exc:
-            raise CannotListenError(self.interface, self.port, exc) from exc
-        self._realPortNumber = sock.getsockname()[1]
-        self.connected = 1
-        self.socket = sock
-        self.fileno = sock.fileno  # type: ignore[method-assign]
-
-
-def _listen_udp(reactor: UDPReactor, port: int, protocol: SipInstance,
-                interface: str) -> ListeningPort:
-    """`reactor.listenUDP`, quietly when the reactor is a real one (its ports are
-    `twisted.internet.udp.Port`); in-memory reactors (FakeNetwork) log nothing anyway."""
-    if IReactorFDSet.providedBy(reactor) and isinstance(reactor, PosixReactorBase):
-        listening = _QuietPort(port, protocol, interface, 65535, reactor)
-        listening.startListening()
-        return cast(ListeningPort, listening)
-    return reactor.listenUDP(port, protocol, interface=interface)
 
 
 def _whole_datagrams(listening: ListeningPort) -> ListeningPort:
@@ -138,7 +107,7 @@ class InstanceManager:
         A base_port of 0 lets the system pick a free port each time (tests use it).
         """
         if self.base_port == 0:
-            return _whole_datagrams(_listen_udp(self.reactor, 0, protocol, self.host))
+            return _whole_datagrams(listen_udp(self.reactor, 0, protocol, self.host, 65535))
         tried: list[int] = []
         port = self.next_port
         last_error: Exception | None = None
@@ -147,7 +116,7 @@ class InstanceManager:
                 break
             tried.append(port)
             try:
-                listening = _listen_udp(self.reactor, port, protocol, self.host)
+                listening = listen_udp(self.reactor, port, protocol, self.host, 65535)
             except CannotListenError as exc:
                 last_error = exc
                 port += 2

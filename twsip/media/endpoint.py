@@ -69,6 +69,8 @@ class RtpEndpoint(DatagramProtocol):
     (tests pass a seeded one). `on_dtmf` is called once per received digit.
     """
 
+    noisy = False  # one endpoint per call: no "Starting protocol" line each
+
     def __init__(self, clock: IReactorTime, *, send: PayloadTypes = PayloadTypes(),
                  receive: PayloadTypes | None = None,
                  direction: Direction | str = Direction.SENDRECV,

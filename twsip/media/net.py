@@ -8,11 +8,15 @@ like the SIP ports: the port asked for, else +2, +4, ... on `CannotListenError`.
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 
 from twsip.lexical import Address, is_loopback
+from twsip.interfaces import UDPReactor
+from twsip.quiet_udp import listen_udp
 
 __all__ = ["Address", "is_loopback", "listen_rtp", "RtpPortError"]
 
@@ -36,7 +40,7 @@ def listen_rtp(reactor: IReactorUDP, protocol: DatagramProtocol, port: int = 0, 
     """
     if port == 0:
         try:
-            return reactor.listenUDP(0, protocol, interface=host, maxPacketSize=8192)
+            return cast(IListeningPort, listen_udp(cast(UDPReactor, reactor), 0, protocol, host))
         except CannotListenError as exc:
             raise RtpPortError(host, [0], exc) from None
     tried: list[int] = []
@@ -44,8 +48,8 @@ def listen_rtp(reactor: IReactorUDP, protocol: DatagramProtocol, port: int = 0, 
     for candidate in range(port, min(65535, port + 2 * max_retries) + 1, 2):
         tried.append(candidate)
         try:
-            return reactor.listenUDP(candidate, protocol, interface=host,
-                                     maxPacketSize=8192)
+            return cast(IListeningPort,
+                        listen_udp(cast(UDPReactor, reactor), candidate, protocol, host))
         except CannotListenError as exc:
             last_error = exc
     raise RtpPortError(host, tried, last_error)
