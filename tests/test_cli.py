@@ -65,17 +65,15 @@ def test_invalid_flow_names_node_and_field(capsys: pytest.CaptureFixture[str],
     assert captured.out == ""
 
 
-def test_unsupported_nodes_exit_2_and_are_listed(capsys: pytest.CaptureFixture[str],
-                                                 tmp_path: Path) -> None:
+def test_a_transfer_to_no_dn_of_the_flow_exits_2_naming_node_and_field(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = write_flow(tmp_path / "f.json", [
-        {"id": "dtmf", "type": "command",
-         "data": {"command": "Hold", "sipInstanceId": "A"}},
         {"id": "xfer", "type": "command",
          "data": {"command": "BlindTransfer", "sipInstanceId": "B", "targetUser": "300"}}],
-        [edge("A", "dtmf"), edge("B", "xfer")])
+        [edge("B", "xfer")])
     assert main(["run", path]) == EXIT_INVALID
     err = capsys.readouterr().err
-    assert "'dtmf' (Hold: Hold)" in err and "'xfer' (BlindTransfer: BlindTransfer)" in err
+    assert "node 'xfer' (BlindTransfer): data.targetUser: targetUser '300' is not a DN" in err
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

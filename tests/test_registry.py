@@ -31,10 +31,11 @@ def test_readme_lists_the_registered_nodes() -> None:
 def test_the_runnable_families() -> None:
     assert list(HANDLERS) == ["MakeCall", "Answer", "Release", "INCOMING", "RINGING",
                               "DISCONNECTED", "TIMEOUT", "PlayAudio", "SendDTMF",
-                              "DTMFReceived"]
-    assert set(HANDLERS) | set(unsupported_names()) == {*KNOWN_COMMANDS, *KNOWN_EVENTS}
+                              "DTMFReceived", "Hold", "Retrieve", "BlindTransfer",
+                              "MuteTransfer", "HELD", "RETRIEVED", "TRANSFERRED"]
+    assert set(HANDLERS) == {*KNOWN_COMMANDS, *KNOWN_EVENTS} and unsupported_names() == []
     assert {h.family for h in HANDLERS.values()} == {"call control", "events and timers",
-                                                     "media"}
+                                                     "media", "mid-call"}
 
 
 def test_each_handler_declares_what_it_reads_and_what_bounds_it() -> None:
@@ -55,7 +56,10 @@ def test_the_table_refuses_unknown_or_doubled_handlers() -> None:
         _table(HANDLERS["TIMEOUT"], HANDLERS["TIMEOUT"])
 
 
-def test_unregistered_nodes_are_refused_by_name() -> None:
+def test_unregistered_nodes_are_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from twsip.flow import registry
+    monkeypatch.setattr(registry, "HANDLERS",
+                        {k: v for k, v in HANDLERS.items() if k != "Hold"})
     text = ('{"nodes": [{"id": "A", "type": "sipInstance", "data": {"dn": "100", '
             '"register": false}}, {"id": "p", "type": "command", "data": {"command": '
             '"Hold", "sipInstanceId": "A", "label": "Play"}}], "edges": []}')

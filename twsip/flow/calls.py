@@ -3,7 +3,8 @@
 A flow names a call ("call-1") and several chains act on it, in any order: RINGING on the
 caller's chain may start before MakeCall has created the call, so a node can wait for a
 call slot to fill. An incoming call rings until a node answers or rejects it, or its ring
-timer runs out. All of that state belongs to one run and ends with `close`.
+timer runs out. A transfer moves a name to the call that took the old one's place (see
+`_hand_over`). All of that state belongs to one run and ends with `close`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class CallRegistry:
         self._slots: dict[CallKey, Outcome] = {}
         self._ring_timers: dict[Session, DelayedCall] = {}
         self._released: set[Session] = set()
+        # calls whose callId a transfer moved to another call, with the key they had
+        self.replaced: list[tuple[CallKey, Session]] = []
 
     @staticmethod
     def key(node: ScenarioNode) -> CallKey:
@@ -47,9 +50,22 @@ class CallRegistry:
         key = self.key(node)
         self.sessions[key] = session
         self.call_names.setdefault(session.call_id, node.call_id)
+        session.midcall.on_hand_over(lambda new: self._hand_over(key, session, new))
         slot = self._slots.pop(key, None)
         if slot is not None:
             slot.fire(session)
+
+    def _hand_over(self, key: CallKey, old: Session, new: Session) -> None:
+        """A transfer put `new` in `old`'s place (the transferee's new call, the dialog a
+        Replaces INVITE took over): the flow's callId now names `new`, so a Release or
+        DISCONNECTED later in the chain acts on the call the person is actually in. The
+        old call stays in `replaced` for the report's media figures."""
+        if self.sessions.get(key) is not old:
+            return
+        self.sessions[key] = new
+        self.replaced.append((key, old))
+        self.call_names.setdefault(new.call_id, key[1])
+        new.midcall.on_hand_over(lambda newer: self._hand_over(key, new, newer))
 
     def wait(self, node: ScenarioNode) -> Deferred[Session]:
         """The node's call, as soon as another chain has created it."""

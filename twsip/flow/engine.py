@@ -43,9 +43,10 @@ Events
              call ends from this side. Waits for the call to exist, like RINGING.
   TIMEOUT    Waits ``timeout`` ms on the engine's clock, then completes.
 
-Each node type is a small handler in the registry (twsip.flow.registry); nodes without
-one (media, DTMF, hold and transfer) parse but are refused before anything starts
-(`check_runnable`), with a message listing them.
+Each node type is a small handler in the registry (twsip.flow.registry); media nodes are
+in twsip.flow.nodes.media, hold, retrieve and transfer (and HELD, RETRIEVED, TRANSFERRED,
+with how a transfer moves a callId to the new call) in twsip.flow.nodes.midcall. A node
+that cannot run in its flow is refused before anything starts (`check_runnable`).
 
 At the end (completed, failed or stopped) the engine waits `settle` seconds so that
 messages in flight land in the record, ends every call of the flow that is still live (BYE,

@@ -4,8 +4,6 @@ A flow file may use any node of the builder's language (twsip.flow.model parses 
 all); the engine runs the ones registered here. From this one table come the dispatch,
 the up-front refusal of a flow with nodes the engine cannot run (`check_runnable`), and
 the README's table of supported nodes (`supported_nodes_markdown`, kept in step by a test).
-Mid-call nodes (Hold, Retrieve, BlindTransfer, MuteTransfer, HELD, RETRIEVED,
-TRANSFERRED) are not registered yet.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from twsip.flow.model import (
     ScenarioError,
     ScenarioNode,
 )
-from twsip.flow.nodes import call_control, call_events, media
+from twsip.flow.nodes import call_control, call_events, media, midcall
 from twsip.flow.nodes.base import NodeHandler
 
 __all__ = [
@@ -49,6 +47,8 @@ HANDLERS: Mapping[str, NodeHandler] = _table(
     call_control.MAKE_CALL, call_control.ANSWER, call_control.RELEASE,
     call_events.INCOMING, call_events.RINGING, call_events.DISCONNECTED, call_events.TIMEOUT,
     media.PLAY_AUDIO, media.SEND_DTMF, media.DTMF_RECEIVED,
+    midcall.HOLD, midcall.RETRIEVE, midcall.BLIND_TRANSFER, midcall.MUTE_TRANSFER,
+    midcall.HELD, midcall.RETRIEVED, midcall.TRANSFERRED,
 )
 
 
@@ -86,8 +86,8 @@ def check_runnable(graph: ExecutionGraph) -> None:
         listed = ", ".join(f"{n.id!r} ({n.label}: {n.name})" for n in unsupported)
         first = unsupported[0]
         raise ScenarioError(
-            f"this flow uses nodes the engine cannot run yet, because they need "
-            f"re-INVITE/REFER support: {listed}; remove them to run the flow",
+            f"this flow uses nodes the engine cannot run: {listed}; remove them to run "
+            f"the flow",
             first.id, f"data.{first.kind}", first.label)
     for node in graph.nodes.values():
         check = HANDLERS[node.name].check
@@ -113,5 +113,6 @@ def supported_nodes_markdown() -> str:
                      f"{handler.description} |")
     refused = ", ".join(unsupported_names())
     lines += ["", f"Flows using any other node ({refused}) are refused before anything "
-                  f"starts, with the nodes listed."]
+                  f"starts, with the nodes listed." if refused else
+              "Every node type of the builder's flow language runs."]
     return "\n".join(lines)

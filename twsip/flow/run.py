@@ -134,7 +134,7 @@ class Run:
     def media_records(self) -> list[CallMediaRecord]:
         """Each call leg's RTP figures, for the report and the ladders."""
         records = []
-        for (instance_id, call), session in self.calls.sessions.items():
+        for (instance_id, call), session in [*self.calls.replaced, *self.calls.sessions.items()]:
             media = session.any_media
             if media is None:
                 continue

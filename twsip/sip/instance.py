@@ -36,6 +36,8 @@ from twsip.sip.message import (
 from twsip.sip.noise import NoiseSummary, printable
 from twsip.sip.observers import MessageEvent, MessageObservers, Observer, summary
 from twsip.sip.registry import DialogId, DialogRegistry
+from twsip.sip.replaces import take_over
+from twsip.sip.routing import receive_cancel
 from twsip.sip.screening import (
     KNOWN_METHODS,
     malformed_response,
@@ -50,6 +52,7 @@ from twsip.sip.transaction import (
     TimerSettings,
     TransactionLayer,
 )
+from twsip.sip.transfer import Transfers
 from twsip.sip.uri import Address, loopback_address
 from twsip.sip.wire import (
     LOOPBACK_HOSTS,
@@ -120,6 +123,7 @@ class SipInstance(DatagramProtocol):
         self._counter = itertools.count(1)
         self._auto_answer: AutoAnswer | None = None
         self.claim: CallClaim | None = None
+        self.transfers = Transfers(self)  # REFER and NOTIFY in this UA's dialogs
         # Each call's RTP endpoint, when the reactor can bind UDP (a bare Clock cannot).
         self.media_factory = (MediaFactory(cast(UDPReactor, reactor), host, dn, record_dir)
                               if media and hasattr(reactor, "listenUDP") else None)
@@ -258,28 +262,15 @@ class SipInstance(DatagramProtocol):
         if refusal is not None:
             tx.respond(refusal)
         elif method == "CANCEL":
-            self._receive_cancel(request, tx)
+            receive_cancel(self.transactions, request, tx, self.new_tag)
         elif request.to.tag is not None:
             self.registry.deliver(request, tx, addr)
         elif isinstance(tx, ServerInviteTransaction):
             self._receive_invite(request, tx, addr)
         elif method == "OPTIONS":
             tx.respond(options_response(request, self.new_tag(), self.contact))
-        else:  # BYE outside any dialog
-            tx.respond(request.response(481))
-
-    def _receive_cancel(self, cancel: Request,
-                        tx: ServerInviteTransaction | ServerNonInviteTransaction) -> None:
-        invite_tx = self.transactions.invite_for_cancel(cancel)
-        if invite_tx is None:
-            tx.respond(cancel.response(481))
-            return
-        user = invite_tx.user
-        tx.respond(cancel.response(200, to_tag=user.local_tag if user is not None else None))
-        if user is not None:
-            user.remote_cancel()
-        elif not invite_tx.answered and invite_tx.request is not None:
-            invite_tx.respond(invite_tx.request.response(487, to_tag=self.new_tag()))
+        else:  # BYE or NOTIFY outside any dialog: 481; REFER: 403 (RFC 3515 §2.4.2)
+            tx.respond(request.response(403 if method == "REFER" else 481))
 
     def _receive_invite(self, invite: Request, tx: ServerInviteTransaction,
                         addr: Address) -> None:
@@ -292,6 +283,8 @@ class SipInstance(DatagramProtocol):
                                        to_tag=self.new_tag()))
             return
         tx.respond(invite.response(100))
+        if "replaces" in invite.headers:  # attended transfer: no ringing, no queue
+            return take_over(self, invite, tx, addr)
         session = ServerSession(self, invite, tx, addr)
         auto = self._auto_answer
         if auto is not None and (self.claim is None or not self.claim(invite, addr)):

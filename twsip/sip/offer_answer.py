@@ -428,7 +428,10 @@ class MediaSession:
         """The re-offer that holds the peer (RFC 3264 §8.4): sendonly, or inactive when
         the peer already holds us."""
         held = self.negotiated is not None and self.negotiated.held_by_peer
-        return self.make_offer(Direction.INACTIVE if held else Direction.SENDONLY)
+        body = self.make_offer(Direction.INACTIVE if held else Direction.SENDONLY)
+        # The wish is still "we hold": once the peer retrieves us, answers say sendonly.
+        self._pending_wish = Direction.SENDONLY
+        return body
 
     def cancel_offer(self) -> None:
         """Our offer's transaction failed (488, 491, timeout): the old state stays."""

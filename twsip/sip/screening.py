@@ -27,6 +27,10 @@ ACCEPTED_BODIES = ("application/sdp",)
 # INFO carries DTMF in these (the dialog answers other INFO packages itself, with 415)
 INFO_BODIES = ("application/sdp", "application/dtmf-relay", "application/dtmf")
 ALLOW = ", ".join(ALLOWED_METHODS)
+# Option tags we serve in a Require (RFC 3891 Replaces); the others get 420.
+SUPPORTED_EXTENSIONS = frozenset({"replaces"})
+# NOTIFY of a REFER's implicit subscription carries a sipfrag (RFC 3515 §2.4.5)
+NOTIFY_BODIES = ("message/sipfrag",)
 
 TagFactory = Callable[[], str]
 
@@ -56,7 +60,7 @@ def screen(request: Request, new_tag: TagFactory) -> Response | None:
             response = request.response(400, to_tag=new_tag())
             response.set("warning", warning(problem))
             return response
-    required = request.require
+    required = [tag for tag in request.require if tag.lower() not in SUPPORTED_EXTENSIONS]
     if required:
         response = request.response(420, to_tag=new_tag())
         response.set("unsupported", required)
@@ -93,7 +97,8 @@ def _contact_problem(request: Request) -> str | None:
 
 def _screen_body(request: Request, new_tag: TagFactory) -> Response | None:
     """§8.2.3: a body we cannot read is refused 415, saying what we can."""
-    accepted = INFO_BODIES if request.method == "INFO" else ACCEPTED_BODIES
+    accepted = (INFO_BODIES if request.method == "INFO" else
+                NOTIFY_BODIES if request.method == "NOTIFY" else ACCEPTED_BODIES)
     if request.content_type not in accepted:
         response = request.response(415, to_tag=new_tag())
         response.set("accept", ", ".join(accepted))
@@ -111,7 +116,7 @@ def options_response(request: Request, tag: str, contact: str) -> Response:
     response = request.response(200, to_tag=tag)
     response.set("allow", ALLOW)
     response.set("accept", "application/sdp")
-    response.set("supported", "")
+    response.set("supported", "replaces")
     response.set("contact", f"<{contact}>")
     return response
 

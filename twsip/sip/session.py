@@ -10,7 +10,7 @@ knows about sockets.
 from __future__ import annotations
 
 import enum
-from typing import Protocol
+from typing import Callable, Protocol
 
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
@@ -26,6 +26,8 @@ from twsip.sip.call_media import (
     parse_dtmf_info,
 )
 from twsip.sip.message import Message, NameAddr, Request, Response, request_headers
+from twsip.sip.midcall_state import MidCallState
+from twsip.sip.reinvite import ALLOWED_METHODS, ReInvite, overlap_refusal
 from twsip.sip.sdp import MediaSession, NegotiatedMedia, OfferAnswerStateError, SdpError
 from twsip.sip.transaction import (
     ClientNonInviteTransaction,
@@ -36,11 +38,9 @@ from twsip.sip.transaction import (
 from twsip.sip.uri import Address, loopback_address
 
 __all__ = ["ALLOWED_METHODS", "CallFailed", "DialogState", "FinalResponse", "Session",
-           "UserAgent"]
+           "TransferHandler", "UserAgent"]
 
 log = Logger(namespace="twsip.dialog")
-
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO")
 
 
 class DialogState(enum.Enum):
@@ -61,6 +61,13 @@ class CallFailed(Exception):
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
+
+
+class TransferHandler(Protocol):
+    """Who serves REFER and NOTIFY inside a dialog (twsip.sip.transfer, on the instance)."""
+
+    def receive(self, session: Session, request: Request, tx: ServerTransaction) -> None: ...
+    def refer(self, session: Session, target: str) -> Deferred[str]: ...
 
 
 class UserAgent(Protocol):
@@ -84,6 +91,8 @@ class UserAgent(Protocol):
     def send_message(self, message: Message, addr: Address) -> None: ...
     def register_dialog(self, session: Session) -> None: ...
     def unregister_dialog(self, session: Session) -> None: ...
+    @property
+    def transfers(self) -> TransferHandler: ...
 
 
 class FinalResponse:
@@ -110,6 +119,8 @@ ServerTransaction = ServerInviteTransaction | ServerNonInviteTransaction
 class Session:
     """Dialog state shared by both ends of a call, and how a call ends."""
 
+    owns_call_id = False  # whether we made the Call-ID up: §14.1's glare timers differ
+
     def __init__(self, ua: UserAgent, call_id: str, local_tag: str) -> None:
         self.ua = ua
         self.call_id = call_id
@@ -133,6 +144,8 @@ class Session:
         self._ended = Outcome()
         self._hangup: Outcome | None = None
         self._ack_wait: AckWait | None = None  # our last 2xx to an INVITE, until its ACK
+        self._our_reinvite: ReInvite | None = None  # our re-offer, until its ACK or failure
+        self.midcall = MidCallState()  # hold state and transfers, for the layers above
 
     @property
     def dialog_id(self) -> tuple[str, str, str | None]:
@@ -161,6 +174,33 @@ class Session:
                                    self.destination(), FinalResponse(outcome, "BYE"))
         self._end("local hangup")
         return outcome.wait()
+
+    # -- re-INVITEs we send (§14.1) --------------------------------------------------------
+    def hold(self) -> Deferred[NegotiatedMedia]:
+        """Hold the peer (sendonly, or inactive if it holds us); see twsip.sip.reinvite."""
+        return self.reoffer(MediaSession.make_hold_offer)
+
+    def retrieve(self) -> Deferred[NegotiatedMedia]:
+        """Take the peer off hold: re-INVITE offering sendrecv."""
+        return self.reoffer(MediaSession.make_offer)
+
+    def reoffer(self, make_offer: Callable[[MediaSession], bytes]) -> Deferred[NegotiatedMedia]:
+        if self.state is not CONFIRMED:
+            return fail(CallFailed(481, f"call {self.call_id} is not established"))
+        if self._our_reinvite is not None or (self.sdp is not None and self.sdp.offer_pending):
+            return fail(CallFailed(491, "another offer of ours is still in progress"))
+        outcome = Outcome()
+        self._our_reinvite = ReInvite(self, make_offer, outcome, CallFailed)
+        self._our_reinvite.send()
+        return outcome.wait()
+
+    def reinvite_done(self, reinvite: ReInvite) -> None:
+        if self._our_reinvite is reinvite:
+            self._our_reinvite = None
+
+    def refer(self, target: str) -> Deferred[str]:
+        """Transfer the peer to `target` (REFER, RFC 3515); see twsip.sip.transfer."""
+        return self.ua.transfers.refer(self, target)
 
     # -- requests inside the dialog (§12.2.1.1) -------------------------------------------
     def in_dialog_request(self, method: str, cseq: int | None = None) -> Request:
@@ -206,6 +246,8 @@ class Session:
             self._reinvite(request, tx)
         elif request.method == "INFO":
             self._receive_info(request, tx)
+        elif request.method in ("REFER", "NOTIFY"):
+            self.ua.transfers.receive(self, request, tx)
         else:
             tx.respond(request.response(200))
 
@@ -213,6 +255,11 @@ class Session:
         """A new offer (hold, retrieve, a refresh) answered by RFC 3264: direction
         mirrored, 488 when nothing can be accepted, and the old session kept then; without
         an offer, our offer goes in the 2xx and the answer comes in the ACK."""
+        refusal = overlap_refusal(request, self._our_reinvite, self.established,
+                                  self._ack_wait is not None)
+        if refusal is not None:  # 491 or 500 + Retry-After (§14.2)
+            tx.respond(refusal)
+            return
         session = self._start_sdp()
         try:
             if request.body:
@@ -229,6 +276,7 @@ class Session:
             return
         response = request.response(200)
         response.set("contact", f"<{self.ua.contact}>")
+        response.set("supported", "replaces")
         response.set("content-type", "application/sdp")
         response.body = self.local_sdp = body
         tx.respond(response)
@@ -282,6 +330,10 @@ class Session:
         self._stop_timers()
         self._close_media()
         self.ua.unregister_dialog(self)
+        if self._our_reinvite is not None:
+            self._our_reinvite.stop(f"the call ended ({reason})")
+            self._our_reinvite = None
+        self.midcall.close(reason)
         self._ended.fire(reason)
 
     # -- media ------------------------------------------------------------------------------
@@ -307,6 +359,7 @@ class Session:
         """An offer/answer completed: the RTP endpoint follows it (RFC 3264: the new
         session replaces the old one only now)."""
         self.negotiated = negotiated
+        self.midcall.media_changed(negotiated)
         media = self.media
         if media is None:
             return

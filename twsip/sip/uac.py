@@ -33,10 +33,15 @@ log = Logger(namespace="twsip.dialog")
 
 
 class ClientSession(Session):
-    """A call this user agent places; the user of its INVITE client transaction."""
+    """A call this user agent places; the user of its INVITE client transaction.
+
+    `headers` go into the INVITE as they are (a transferee's Referred-By and Replaces)."""
+
+    owns_call_id = True
 
     def __init__(self, ua: UserAgent, target: str, addr: Address, call_id: str,
-                 timeout: float | None = None, from_uri: str | None = None) -> None:
+                 timeout: float | None = None, from_uri: str | None = None,
+                 headers: dict[str, list[str]] | None = None) -> None:
         super().__init__(ua, call_id, ua.new_tag())
         self.local_uri = from_uri or f"sip:{ua.dn}@{ua.host}:{ua.port}"
         self.remote_uri = target
@@ -51,18 +56,20 @@ class ClientSession(Session):
         self._ack: tuple[bytes, Request] | None = None
         self.local_cseq = 1
         self.local_sdp = self._start_sdp().make_offer()
-        self.invite = self._build_invite()
+        self.invite = self._build_invite(headers or {})
         self._tx = ClientInviteTransaction(ua.transactions, self.invite, addr, self)
         self._setup_timer: DelayedCall | None = None
         if timeout:
             self._setup_timer = ua.clock.callLater(timeout, self._setup_timeout, timeout)
 
-    def _build_invite(self) -> Request:
+    def _build_invite(self, extra: dict[str, list[str]]) -> Request:
         headers = request_headers("INVITE", 1, via=self.ua.new_via(),
                                   from_=f"<{self.local_uri}>;tag={self.local_tag}",
                                   to=f"<{self.remote_uri}>", call_id=self.call_id)
         headers["contact"] = [f"<{self.ua.contact}>"]
         headers["allow"] = list(ALLOWED_METHODS)
+        headers["supported"] = ["replaces"]
+        headers.update(extra)
         headers["content-type"] = ["application/sdp"]
         return Request("INVITE", self.remote_target, headers, self.local_sdp or b"")
 

@@ -90,6 +90,7 @@ class ServerSession(Session):
             self.reject(488, "Not Acceptable Here")
             return fail(CallFailed(488, str(exc)))
         response.set("allow", list(ALLOWED_METHODS))
+        response.set("supported", "replaces")
         response.set("content-type", "application/sdp")
         response.body = self.local_sdp
         self.answered = True
