@@ -15,12 +15,12 @@ async def make_call(ctx: NodeContext, node: ScenarioNode) -> str:
     ctx.check_free(node)
     assert node.target_uri is not None
     try:
-        target = ctx.manager.resolve_target(node.target_uri)
+        target = ctx.manager.resolve_target(node.target_uri, caller=ctx.ua(node))
     except UnknownInstance as exc:
         raise NodeFailed(str(exc)) from None
     ctx.action(node, f"calling {node.target_uri} at {target} ({node.call_id})")
     try:
-        session = ctx.ua(node).dial(target, node.timeout_ms / 1000)
+        session = ctx.manager.dial(ctx.ua(node), target, node.timeout_ms / 1000)
     except CallFailed as exc:
         raise NodeFailed(f"cannot call {node.target_uri}: {exc.reason}") from None
     ctx.calls.bind(node, session)
