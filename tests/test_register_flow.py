@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+import pytest_twisted
 
 from fake_registrar import FakeRegistrar
 from twsip.flow.engine import Engine
@@ -28,7 +29,8 @@ def inst(nid: str, dn: str, **data: Any) -> dict:
 def flow(*instances: dict) -> str:
     wait = {"id": "t", "type": "event",
             "data": {"event": "TIMEOUT", "sipInstanceId": "A", "timeout": 500}}
-    return json.dumps({"nodes": [*instances, wait], "edges": []})
+    first = {"id": "A-t", "source": "A", "target": "t", "sourceHandle": "source"}
+    return json.dumps({"nodes": [*instances, wait], "edges": [first]})
 
 
 def start(network: FakeNetwork, mode: str = "ok") -> FakeRegistrar:
@@ -55,6 +57,9 @@ def test_instances_register_first_and_unregister_at_the_end(
     # the REGISTERs are in the ladder, before the TIMEOUT node ran; masked
     texts = [m.text for m in result.messages if m.method == "REGISTER"]
     assert len(texts) == 12
+    timeout_started = next(e.time for e in result.events
+                           if getattr(e, "node_id", None) == "t")
+    assert max(m.time for m in result.messages[:8]) <= timeout_started
     signed = [t for t in texts if "Authorization:" in t]
     assert signed and all('response="***"' in t for t in signed)
     report = json.dumps(result_to_dict(result))
@@ -101,3 +106,16 @@ def test_password_sources_in_order() -> None:
     assert creds is not None and (creds.username, creds.password) == ("100", "mine")
     assert credentials_for(SipInstanceConfig("A", "A", "100"), {}) is None
     assert "from-flow" not in repr(config)
+
+
+@pytest_twisted.ensureDeferred
+async def test_pbx_down_on_real_udp_fails_with_408() -> None:
+    """Nothing listens at the PBX's port: the run fails after the registration timeout,
+    and no port stays bound (the autouse guard checks)."""
+    from sipp_helper import system_chosen_udp_port
+    port = await system_chosen_udp_port()
+    manager = InstanceManager(base_port=0, register_timeout=1.5)
+    graph = parse_scenario(flow(inst("A", "100", pbxPort=port, authPassword="x")))
+    with pytest.raises(RegistrationFailed, match=rf"127.0.0.1:{port}: 408 no answer"):
+        await Engine(manager).run(graph)
+    assert not manager.instances
