@@ -132,3 +132,19 @@ async def test_wrong_password_fails_before_any_chain(kamailio: KamailioProcess,
     assert "not-the-password" not in out.getvalue() + err.getvalue()
     assert "MakeCall" not in out.getvalue()
     assert await bound_at(kamailio.port, "200") == 404  # bob registered, then unregistered
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dn_outside_the_flow_goes_to_the_pbx(kamailio: KamailioProcess,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registered caller may call any DN: the PBX routes it (here nobody has DN 300, so
+    Kamailio answers 404, after the 407 was answered)."""
+    monkeypatch.setenv("TWSIP_PASSWORD", PASSWORD)
+    text = json.dumps({
+        "nodes": [instance("alice", "100", kamailio.port),
+                  node("call", "command", "MakeCall", "alice", targetUri="300")],
+        "edges": [edge("alice", "call")]})
+    result = await Engine(InstanceManager(base_port=0)).run(parse_scenario(text))
+    assert result.outcome == "failed"
+    assert "call to 300 failed: 404" in result.reason, result.reason
+    assert "< 407 Proxy Authentication Required" in sent(result, "100")

@@ -115,3 +115,50 @@ def test_unregister_without_answer_gives_up_quietly(network: FakeNetwork) -> Non
     assert not registration.registered
     network.run(network.cleanup())
     network.settle()
+
+
+def test_invite_challenged_407_is_sent_again_with_credentials(network: FakeNetwork) -> None:
+    """A call through a PBX (manager.dial): From is the AOR, the 407 is ACKed, the INVITE
+    goes again in a new transaction with CSeq 2 and Proxy-Authorization; a second 407 to
+    those credentials is final."""
+    from twsip.config import SipInstanceConfig
+    from twsip.manager import InstanceManager
+    from twsip.sip.dialog import CallFailed
+    from twsip.sip.message import Request, parse
+
+    pbx = network.endpoint(5070)
+    manager = InstanceManager(reactor=network)
+    config = SipInstanceConfig("A", "A", "100", pbx_host="127.0.0.1", pbx_port=5070,
+                               auth_password="secret")
+    managed = manager.create_instance(config)
+    ua = managed.ua
+    manager.registrations["A"] = Registration(
+        ua, ("127.0.0.1", 5070), "127.0.0.1", credentials=Credentials("100", "secret"))
+    target = manager.resolve_target("200", caller=ua)
+    assert target == "sip:200@127.0.0.1:5070"
+    session = manager.dial(ua, target, 10)
+    network.pump()
+
+    def challenge(invite: Request) -> None:
+        response = invite.response(407, to_tag="pbx")
+        response.set("proxy-authenticate", 'Digest realm="127.0.0.1", nonce="abc", qop="auth"')
+        pbx.send(response.to_bytes(), ua.address)
+        network.pump()
+
+    (data, _), = pbx.take()
+    first = parse(data)
+    assert isinstance(first, Request) and first.from_.uri == "sip:100@127.0.0.1"
+    challenge(first)
+    ack, again = (parse(d) for d, _ in pbx.take())
+    assert isinstance(ack, Request) and ack.method == "ACK" and ack.cseq.number == 1
+    assert isinstance(again, Request) and again.method == "INVITE"
+    assert again.cseq.number == 2 and again.call_id == first.call_id
+    assert again.from_.tag == first.from_.tag
+    assert again.top_via.branch != first.top_via.branch
+    assert 'username="100"' in again.get("proxy-authorization")
+    challenge(again)  # the same credentials refused: final
+    failure = network.run(session.when_answered().addErrback(lambda f: f.value))
+    assert isinstance(failure, CallFailed) and failure.status == 407
+    manager.registrations.clear()
+    network.run(manager.cleanup())
+    network.settle()

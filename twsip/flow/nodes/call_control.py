@@ -47,10 +47,19 @@ def check_target(node: ScenarioNode, graph: ExecutionGraph) -> None:
             raise ScenarioError(
                 f"target {target!r} is not a sip: URI on 127.0.0.0/8; local mode calls "
                 f"only loopback addresses", node.id, "data.targetUri", node.label)
-    elif target not in dns:
+    elif target not in dns and not _registers(node, graph):
         raise ScenarioError(
             f"target {target!r} is neither a DN of this flow ({', '.join(dns)}) nor a "
             f"sip: URI", node.id, "data.targetUri", node.label)
+
+
+def _registers(node: ScenarioNode, graph: ExecutionGraph) -> bool:
+    """Whether the calling instance registers to a PBX, which then routes any DN."""
+    for chain in graph.instances:
+        config = chain.config
+        if config.id == node.instance_id:
+            return config.register and bool(config.pbx_host)
+    return False
 
 
 async def answer(ctx: NodeContext, node: ScenarioNode) -> str:
