@@ -148,3 +148,27 @@ async def test_a_dn_outside_the_flow_goes_to_the_pbx(kamailio: KamailioProcess,
     assert result.outcome == "failed"
     assert "call to 300 failed: 404" in result.reason, result.reason
     assert "< 407 Proxy Authentication Required" in sent(result, "100")
+
+
+@pytest_twisted.ensureDeferred
+async def test_registration_refreshed_at_the_interval(kamailio: KamailioProcess,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """registerIntervalSeconds 2: refreshed half-way (credentials sent at once, on the
+    nonce Kamailio gave, nc=2), then removed at the end."""
+    monkeypatch.setenv("TWSIP_PASSWORD", PASSWORD)
+    alice = instance("alice", "100", kamailio.port)
+    alice["data"]["registerIntervalSeconds"] = 2
+    text = json.dumps({
+        "nodes": [alice, node("wait", "event", "TIMEOUT", "alice", timeout=1600)],
+        "edges": [edge("alice", "wait")]})
+    result = await Engine(InstanceManager(base_port=0)).run(parse_scenario(text))
+    assert result.outcome == "completed"
+    assert sent(result, "100") == ["> REGISTER", "< 401 Unauthorized", "> REGISTER",
+                                   "< 200 OK", "> REGISTER", "< 200 OK", "> REGISTER",
+                                   "< 200 OK"]
+    registers = [m for m in result.messages if m.summary == "REGISTER"]
+    refresh = registers[2]
+    assert "nc=00000002" in refresh.text and "Expires: 2" in refresh.text
+    assert 0.9 < refresh.time - registers[1].time < 1.5
+    assert "Expires: 0" in registers[3].text
+    assert await bound_at(kamailio.port, "100") == 404
