@@ -282,11 +282,15 @@ def test_builder_ports_elsewhere_warn_at_run_time_with_the_real_address(
     assert [e.text for e in warned] == texts
 
 
-def test_register_to_a_pbx_is_refused_rather_than_silently_skipped(
+def test_register_to_a_pbx_off_this_machine_is_refused(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     path = tmp_path / "pbx.json"
     path.write_text(flow([inst("a", "100", label="Alice", register=True,
-                               pbxHost="127.0.0.1", pbxPort="5080")]))
+                               pbxHost="pbx.example.com", pbxPort="5080")]))
     assert main(["check", str(path)]) == EXIT_INVALID
     out = capsys.readouterr().out
-    assert "node 'a' (Alice): data.register: register is true with pbxHost 127.0.0.1" in out
+    assert "node 'a' (Alice): data.pbxHost: pbxHost 'pbx.example.com' is not on this " \
+           "machine" in out
+    path.write_text(flow([inst("a", "100", label="Alice", register=True,
+                               pbxHost="localhost", pbxPort="5080")]))
+    assert main(["check", str(path)]) == 0

@@ -5,7 +5,7 @@ depends on the other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["KNOWN_CODECS", "SipInstanceConfig"]
 
@@ -28,3 +28,7 @@ class SipInstanceConfig:
     pbx_port: int | None = None
     pbx_transport: str | None = None
     register_interval_seconds: int | None = None
+    # Digest credentials for the PBX; the password is kept out of every repr (and so out
+    # of logs and reports). It usually comes from the environment instead (the manager).
+    auth_user: str | None = None
+    auth_password: str | None = field(default=None, repr=False)

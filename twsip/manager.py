@@ -7,22 +7,29 @@ nothing, and `cleanup()` leaves no bound port and no twsip timer behind.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
-from typing import Any, Iterable, cast
+from typing import Any, Iterable, Mapping, cast
 
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twsip.config import SipInstanceConfig
 from twsip.interfaces import ListeningPort, UDPReactor
 from twsip.quiet_udp import listen_udp
+from twsip.sip.digest import ChallengeAnswerer, Credentials
+from twsip.sip.dialog import ClientSession
 from twsip.sip.instance import SipInstance
+from twsip.sip.registration import DEFAULT_EXPIRES, Registration, RegistrationFailed
 from twsip.sip.transaction import TimerSettings
-from twsip.sip.uri import is_loopback
+from twsip.sip.uri import Address, is_loopback, loopback_address
 
 __all__ = ["InstanceManager", "ManagedInstance", "PortAllocationError", "UnknownInstance",
-           "InstanceCreationError", "LOCAL_HOST"]
+           "InstanceCreationError", "LOCAL_HOST", "RegistrationFailed", "credentials_for",
+           "pbx_address"]
 
 log = Logger(namespace="twsip.manager")
 
@@ -34,6 +41,34 @@ def _whole_datagrams(listening: ListeningPort) -> ListeningPort:
     truncates larger SIP messages, which would then be misjudged or cut short."""
     listening.maxPacketSize = 65535
     return listening
+
+
+def pbx_address(config: SipInstanceConfig) -> Address:
+    """Where an instance registers: its pbxHost (``localhost`` is 127.0.0.1, mapped here
+    rather than looked up, since local mode never resolves a name) and pbxPort (5060)."""
+    host = config.pbx_host or ""
+    if host.lower() == "localhost":
+        host = LOCAL_HOST
+    if not is_loopback(host):
+        raise ValueError(f"pbxHost {config.pbx_host!r} is not a loopback address")
+    return host, config.pbx_port or 5060
+
+
+def _env_name(dn: str) -> str:
+    return "TWSIP_PASSWORD_" + re.sub(r"[^A-Za-z0-9]", "_", dn).upper()
+
+
+def credentials_for(config: SipInstanceConfig,
+                    environ: Mapping[str, str] | None = None) -> Credentials | None:
+    """The instance's digest credentials: username `authUser` (else the DN); password
+    from ``TWSIP_PASSWORD_<DN>``, else ``TWSIP_PASSWORD``, else the flow's `authPassword`
+    (throwaway test PBXs only: a flow file gets shared). None when there is no password."""
+    env = os.environ if environ is None else environ
+    password = env.get(_env_name(config.dn)) or env.get("TWSIP_PASSWORD") or \
+        config.auth_password
+    if not password:
+        return None
+    return Credentials(config.auth_user or config.dn, password)
 
 
 class PortAllocationError(RuntimeError):
@@ -78,7 +113,7 @@ class InstanceManager:
                  reactor: UDPReactor | None = None, timers: TimerSettings | None = None,
                  log_messages: bool = False, queue_size: int = 64,
                  trace_messages: bool = False, media: bool = True,
-                 record_dir: str | None = None) -> None:
+                 record_dir: str | None = None, register_timeout: float = 32.0) -> None:
         if not is_loopback(host):
             raise ValueError(f"twsip runs in local mode only: host must be in 127.0.0.0/8, "
                              f"not {host!r}")
@@ -99,6 +134,9 @@ class InstanceManager:
         self.record_dir = record_dir  # one WAV per call leg of what it received
         self.instances: dict[str, ManagedInstance] = {}
         self._by_dn: dict[str, ManagedInstance] = {}
+        # instance id -> its binding at its PBX, for the instances that registered
+        self.registrations: dict[str, Registration] = {}
+        self.register_timeout = register_timeout  # a PBX that never answers fails then
 
     # -- ports -----------------------------------------------------------------------------
     def allocate_port(self, protocol: SipInstance) -> ListeningPort:
@@ -197,13 +235,74 @@ class InstanceManager:
             known = ", ".join(sorted(self._by_dn)) or "none"
             raise UnknownInstance(f"no instance with DN {dn!r} (known: {known})") from None
 
-    def resolve_target(self, dn_or_uri: str) -> str:
-        """A DN becomes ``sip:<dn>@127.0.0.1:<port>``; a sip: URI passes through."""
+    def resolve_target(self, dn_or_uri: str, caller: SipInstance | None = None) -> str:
+        """A DN becomes ``sip:<dn>@127.0.0.1:<port>``, or ``sip:<dn>@<pbx>`` when the
+        `caller` is registered (the PBX routes it); a sip: URI passes through."""
         target = dn_or_uri.strip()
         if target.lower().startswith(("sip:", "sips:")):
             return target
+        registration = self.registration_of(caller) if caller is not None else None
+        if registration is not None:
+            host, port = registration.registrar
+            return f"sip:{target}@{host}:{port}"
         managed = self.by_dn(target)
         return f"sip:{managed.config.dn}@{self.host}:{managed.port}"
+
+    # -- registration (RFC 3261 §10) -------------------------------------------------------
+    def registration_of(self, ua: SipInstance) -> Registration | None:
+        for instance_id, registration in self.registrations.items():
+            if registration.ua is ua:
+                return registration
+        return None
+
+    async def register(self, managed_all: Iterable[ManagedInstance]) -> None:
+        """Register every instance whose config asks for it (register true and a pbxHost),
+        all at once; fails with the first `RegistrationFailed` in the given order once all
+        have answered. The ones that did register stay so until `cleanup`."""
+        started: list[tuple[ManagedInstance, Deferred[int]]] = []
+        for managed in managed_all:
+            config = managed.config
+            if not config.register or not config.pbx_host:
+                continue
+            registration = Registration(
+                managed.ua, pbx_address(config), pbx_address(config)[0],
+                credentials=credentials_for(config),
+                expires=config.register_interval_seconds or DEFAULT_EXPIRES,
+                who=f"instance {config.id!r} (DN {config.dn})",
+                timeout=self.register_timeout)
+            self.registrations[config.id] = registration
+            started.append((managed, registration.register()))
+        results = await DeferredList([d for _, d in started], consumeErrors=True)
+        for (managed, _), (ok, value) in zip(started, results):
+            if ok:
+                log.info("DN {dn} registered to {pbx} for {granted} s", dn=managed.config.dn,
+                         pbx=self.registrations[managed.config.id].where, granted=value)
+        for ok, value in results:
+            if not ok:
+                cast(Failure, value).raiseException()
+
+    def dial(self, ua: SipInstance, target: str, timeout: float | None) -> ClientSession:
+        """Start a call from `ua`: through its PBX when it is registered there and the
+        target is the PBX's (From its AOR, a 401/407 answered with its credentials),
+        else straight, as `SipInstance.dial` does."""
+        registration = self.registration_of(ua)
+        addr = loopback_address(target)
+        if registration is None or addr != registration.registrar:
+            return ua.dial(target, timeout)
+        session = ClientSession(ua, target, addr, ua.new_call_id(), timeout,
+                                from_uri=registration.aor)
+        if registration.credentials is not None:
+            session.challenges = ChallengeAnswerer(registration.credentials)
+        ua.calls.add(session)
+        session.when_ended().addCallback(lambda _: ua.calls.discard(session))
+        return session
+
+    async def unregister_all(self) -> None:
+        """``Expires: 0`` for every binding (each bounded by its grace), in parallel."""
+        registrations = list(self.registrations.values())
+        self.registrations.clear()
+        if registrations:
+            await DeferredList([r.unregister() for r in registrations], consumeErrors=True)
 
     # -- teardown ----------------------------------------------------------------------------
     def cleanup(self) -> Deferred[None]:
@@ -217,6 +316,9 @@ class InstanceManager:
         self.next_port = self.base_port
         if not managed_all:
             return succeed(None)
+        # Nothing stays registered: the bindings go first, while the ports are still open.
+        unregistered: Deferred[Any] = Deferred.fromCoroutine(self.unregister_all())
+        unregistered.addErrback(lambda f: log.failure("unregistering failed", f))
 
         def each(step: str, action: Any, managed: ManagedInstance) -> Deferred[Any]:
             d = maybeDeferred(action)
@@ -228,8 +330,10 @@ class InstanceManager:
             return DeferredList([each("closing its port", m.listening_port.stopListening, m)
                                  for m in managed_all])
 
-        d: Deferred[Any] = DeferredList([each("cleanup", m.ua.cleanup, m)
-                                         for m in managed_all])
+        def clean_instances(_: object) -> Deferred[Any]:
+            return DeferredList([each("cleanup", m.ua.cleanup, m) for m in managed_all])
+
+        d = unregistered.addCallback(clean_instances)
         d.addCallback(stop_ports)
         d.addCallback(lambda _: None)
         return d

@@ -335,6 +335,8 @@ class _InstanceReader(_FieldReader):
             pbx_port=self.opt_int(nid, data, "pbxPort", 1, 65535),
             pbx_transport=self.opt_str(nid, data, "pbxTransport"),
             register_interval_seconds=self.opt_int(nid, data, "registerIntervalSeconds", 1),
+            auth_user=self.opt_str(nid, data, "authUser"),
+            auth_password=self.password(nid, data),
         )
         if register and pbx_host is None:
             # The builder sets register on every new instance and leaves the PBX optional:
@@ -345,6 +347,16 @@ class _InstanceReader(_FieldReader):
                       f"register to: DN {dn} runs unregistered, reachable by its DN")
             config = dataclasses.replace(config, register=False)
         return config
+
+    def password(self, nid: str, data: dict[str, Any]) -> str | None:
+        """``authPassword`` exactly as written (spaces count in a password); the value is
+        never echoed in an error, since it is a secret even when it is malformed."""
+        value = data.get("authPassword")
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            self.fail(nid, "data.authPassword", "authPassword must be a string")
+        return value
 
     def codecs(self, nid: str, data: dict[str, Any]) -> tuple[str, ...]:
         codecs = data.get("codecs")

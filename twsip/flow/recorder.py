@@ -21,6 +21,7 @@ from twsip.flow.model import ExecutionGraph, ScenarioNode
 from twsip.flow.result import RUNNING, NodeRecord
 from twsip.interfaces import TimeSource
 from twsip.manager import ManagedInstance
+from twsip.sip.digest import mask_credentials
 from twsip.sip.instance import MessageEvent, SipInstance
 from twsip.sip.message import Request, Response
 
@@ -120,6 +121,6 @@ class Recorder:
             local=(event.instance.host, event.instance.port), peer=peer,
             peer_dn=self._port_dns.get(peer), summary=summary, method=method, status=status,
             call_id=message.get("call-id") or "", cseq=message.get("cseq") or "",
-            text=str(message))
+            text=mask_credentials(str(message)))
         self.messages.append(sip)
         self.emit(sip)

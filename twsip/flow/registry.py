@@ -18,11 +18,14 @@ from twsip.flow.model import (
     ScenarioError,
     ScenarioNode,
 )
+from twsip.config import SipInstanceConfig
 from twsip.flow.nodes import call_control, call_events, media, midcall
 from twsip.flow.nodes.base import NodeHandler
+from twsip.sip.uri import is_loopback
 
 __all__ = [
     "HANDLERS",
+    "check_pbx",
     "check_runnable",
     "handler_for",
     "supported_nodes_markdown",
@@ -71,16 +74,14 @@ def check_runnable(graph: ExecutionGraph) -> None:
 
     That is: nodes no handler runs (listed by name), nodes whose handler finds them
     unfit for this graph (a MakeCall whose target is neither a DN of the flow nor a
-    loopback sip: URI), and instances that ask to register to a PBX: twsip does not
-    register yet, and a PBX test that quietly ran without its PBX would pass for nothing.
+    loopback sip: URI), and instances whose PBX local mode cannot reach: `pbxHost` must be
+    a loopback literal or ``localhost`` (mapped to 127.0.0.1 without a lookup), and the
+    transport UDP (TCP is not done yet: a PBX test that quietly ran over another transport
+    would pass for nothing).
     """
     for config in graph.configs:
         if config.register and config.pbx_host:
-            raise ScenarioError(
-                f"register is true with pbxHost {config.pbx_host}, but twsip cannot register "
-                f"to a PBX yet; set \"register\": false to run the flow without the PBX "
-                f"(calls then go straight between the instances)",
-                config.id, "data.register", config.label)
+            check_pbx(config)
     unsupported = unsupported_nodes(graph)
     if unsupported:
         listed = ", ".join(f"{n.id!r} ({n.label}: {n.name})" for n in unsupported)
@@ -93,6 +94,22 @@ def check_runnable(graph: ExecutionGraph) -> None:
         check = HANDLERS[node.name].check
         if check is not None:
             check(node, graph)
+
+
+def check_pbx(config: SipInstanceConfig) -> None:
+    """Refuse a PBX that local mode cannot register to, naming the node and the field."""
+    host = config.pbx_host or ""
+    if host.lower() != "localhost" and not is_loopback(host):
+        raise ScenarioError(
+            f"pbxHost {host!r} is not on this machine: local mode registers only to a PBX "
+            f"on 127.0.0.0/8 (an IPv4 literal such as 127.0.0.1, or localhost), and never "
+            f"looks a name up", config.id, "data.pbxHost", config.label)
+    transport = (config.pbx_transport or "UDP").upper()
+    if transport != "UDP":
+        why = ("twsip registers over UDP only for now" if transport == "TCP"
+               else "pbxTransport is UDP or TCP")
+        raise ScenarioError(f"pbxTransport {config.pbx_transport!r}: {why}",
+                            config.id, "data.pbxTransport", config.label)
 
 
 def supported_nodes_markdown() -> str:

@@ -39,7 +39,7 @@ from twsip.flow.result import (
     ScenarioResult,
 )
 from twsip.interfaces import TimeSource
-from twsip.manager import InstanceManager, ManagedInstance
+from twsip.manager import InstanceManager, ManagedInstance, RegistrationFailed
 from twsip.outcome import Outcome
 from twsip.sip.dialog import ServerSession
 from twsip.sip.instance import MessageEvent, SipInstance
@@ -107,6 +107,7 @@ class Run:
             recorder.emit(ScenarioWarning(self.clock.seconds(), recorder.elapsed(),
                                           str(warning), warning.node, warning.field))
         try:
+            await self.register()
             for chain_def in self.graph.instances:
                 for start in chain_def.start_nodes:
                     if self.outcome is not None:
@@ -150,6 +151,19 @@ class Run:
                 report.counters.get("sent_packets", 0), received, lost, round(jitter, 3),
                 tuple(pts), tuple(digit for digit, _ in media.received)))
         return records
+
+    async def register(self) -> None:
+        """Register the instances that ask for it before any chain starts; a refusal or
+        silence fails the run here (RegistrationFailed, raised to the caller) and
+        `finish` unregisters the ones that did register."""
+        if not self.owned:
+            return
+        try:
+            await self.manager.register(self.instances.values())
+        except RegistrationFailed as exc:
+            self.outcome = FAILED
+            self.reason = str(exc)
+            raise
 
     async def run_chain(self, chain: _Chain) -> None:
         recorder = self.recorder

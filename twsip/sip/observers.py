@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 from twisted.logger import Logger
 
 from twsip.interfaces import TimeSource
+from twsip.sip.digest import mask_credentials
 from twsip.sip.message import Message, Request, Response
 from twsip.sip.noise import printable
 from twsip.sip.uri import Address
@@ -88,7 +89,7 @@ class MessageObservers:
                      summary=printable(summary(message)), peer_host=peer[0],
                      peer_port=peer[1], call_id=printable(message.get("call-id")))
             if self.trace_messages:
-                log.debug("{text}", text=message)
+                log.debug("{text}", text=mask_credentials(str(message)))
         if self.observers:
             event = MessageEvent(direction, self.instance, message, peer,
                                  self.clock.seconds())

@@ -6,6 +6,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from twsip.outcome import Outcome
+from twsip.sip.digest import ChallengeAnswerer
 from twsip.sip.sdp import SdpError
 from twsip.interfaces import DelayedCall, cancel_call
 from twsip.sip.message import Request, Response, parse, request_headers
@@ -38,6 +39,9 @@ class ClientSession(Session):
     `headers` go into the INVITE as they are (a transferee's Referred-By and Replaces)."""
 
     owns_call_id = True
+
+    # Set for a call through a PBX that may challenge the INVITE (401/407, RFC 3261 §22).
+    challenges: ChallengeAnswerer | None = None
 
     def __init__(self, ua: UserAgent, target: str, addr: Address, call_id: str,
                  timeout: float | None = None, from_uri: str | None = None,
@@ -98,12 +102,28 @@ class ClientSession(Session):
                 self._ringing.fire(response)
         elif status < 300:
             self._on_2xx(response)
+        elif status in (401, 407) and self._answer_challenge(response):
+            return
         else:
             self.final_response = response
             self._fail(CallFailed(status, response.reason), f"rejected {status}")
 
     def timed_out(self) -> None:
         self._fail(CallFailed(408, "no final response to INVITE (Timer B)"), "timeout")
+
+    def _answer_challenge(self, response: Response) -> bool:
+        """The INVITE again with credentials (§22.2: same Call-ID and tags, CSeq + 1, a new
+        transaction), when `challenges` may answer this one; False: the 401/407 is final."""
+        if self.challenges is None or self.state is not EARLY or self._cancelled:
+            return False
+        retry = self.challenges.retry(self.invite, response, self.ua.new_via())
+        if retry is None:
+            return False
+        self.invite = retry
+        self.local_cseq = retry.cseq.number
+        self.provisional.clear()
+        self._tx = ClientInviteTransaction(self.ua.transactions, retry, self._tx.addr, self)
+        return True
 
     def _on_2xx(self, response: Response) -> None:
         tag = response.to.tag

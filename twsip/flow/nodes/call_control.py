@@ -15,12 +15,12 @@ async def make_call(ctx: NodeContext, node: ScenarioNode) -> str:
     ctx.check_free(node)
     assert node.target_uri is not None
     try:
-        target = ctx.manager.resolve_target(node.target_uri)
+        target = ctx.manager.resolve_target(node.target_uri, caller=ctx.ua(node))
     except UnknownInstance as exc:
         raise NodeFailed(str(exc)) from None
     ctx.action(node, f"calling {node.target_uri} at {target} ({node.call_id})")
     try:
-        session = ctx.ua(node).dial(target, node.timeout_ms / 1000)
+        session = ctx.manager.dial(ctx.ua(node), target, node.timeout_ms / 1000)
     except CallFailed as exc:
         raise NodeFailed(f"cannot call {node.target_uri}: {exc.reason}") from None
     ctx.calls.bind(node, session)
@@ -47,10 +47,19 @@ def check_target(node: ScenarioNode, graph: ExecutionGraph) -> None:
             raise ScenarioError(
                 f"target {target!r} is not a sip: URI on 127.0.0.0/8; local mode calls "
                 f"only loopback addresses", node.id, "data.targetUri", node.label)
-    elif target not in dns:
+    elif target not in dns and not _registers(node, graph):
         raise ScenarioError(
             f"target {target!r} is neither a DN of this flow ({', '.join(dns)}) nor a "
             f"sip: URI", node.id, "data.targetUri", node.label)
+
+
+def _registers(node: ScenarioNode, graph: ExecutionGraph) -> bool:
+    """Whether the calling instance registers to a PBX, which then routes any DN."""
+    for chain in graph.instances:
+        config = chain.config
+        if config.id == node.instance_id:
+            return config.register and bool(config.pbx_host)
+    return False
 
 
 async def answer(ctx: NodeContext, node: ScenarioNode) -> str:
