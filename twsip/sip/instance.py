@@ -23,6 +23,7 @@ from twisted.logger import Logger
 
 from twsip.sip.autoanswer import AutoAnswer
 from twsip.sip.call_media import MediaFactory
+from twsip.sip.cancel import receive_cancel
 from twsip.interfaces import TimeSource, UDPReactor
 from twsip.sip.dialog import CallFailed, ClientSession, ServerSession, Session
 from twsip.sip.message import (
@@ -258,7 +259,7 @@ class SipInstance(DatagramProtocol):
         if refusal is not None:
             tx.respond(refusal)
         elif method == "CANCEL":
-            self._receive_cancel(request, tx)
+            receive_cancel(self.transactions, request, tx, self.new_tag)
         elif request.to.tag is not None:
             self.registry.deliver(request, tx, addr)
         elif isinstance(tx, ServerInviteTransaction):
@@ -267,19 +268,6 @@ class SipInstance(DatagramProtocol):
             tx.respond(options_response(request, self.new_tag(), self.contact))
         else:  # BYE outside any dialog
             tx.respond(request.response(481))
-
-    def _receive_cancel(self, cancel: Request,
-                        tx: ServerInviteTransaction | ServerNonInviteTransaction) -> None:
-        invite_tx = self.transactions.invite_for_cancel(cancel)
-        if invite_tx is None:
-            tx.respond(cancel.response(481))
-            return
-        user = invite_tx.user
-        tx.respond(cancel.response(200, to_tag=user.local_tag if user is not None else None))
-        if user is not None:
-            user.remote_cancel()
-        elif not invite_tx.answered and invite_tx.request is not None:
-            invite_tx.respond(invite_tx.request.response(487, to_tag=self.new_tag()))
 
     def _receive_invite(self, invite: Request, tx: ServerInviteTransaction,
                         addr: Address) -> None:
