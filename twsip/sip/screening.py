@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from twsip.sip import sdp
+from twsip.sip import sdp, session_timer
 from twsip.sip.message import Request, Response, SipParseError
 from twsip.sip.session import ALLOWED_METHODS
 from twsip.sip.uri import SUPPORTED_SCHEMES, uri_scheme
@@ -27,6 +27,8 @@ ACCEPTED_BODIES = ("application/sdp",)
 # INFO carries DTMF in these (the dialog answers other INFO packages itself, with 415)
 INFO_BODIES = ("application/sdp", "application/dtmf-relay", "application/dtmf")
 ALLOW = ", ".join(ALLOWED_METHODS)
+# Option tags (RFC 3261 §19.2) a request may Require of us.
+EXTENSIONS = frozenset({session_timer.OPTION_TAG})
 
 TagFactory = Callable[[], str]
 
@@ -58,9 +60,15 @@ def screen(request: Request, new_tag: TagFactory) -> Response | None:
             return response
     required = request.require
     if required:
-        response = request.response(420, to_tag=new_tag())
-        response.set("unsupported", required)
-        return response
+        unsupported = [tag for tag in required if tag.lower() not in EXTENSIONS]
+        if unsupported:
+            response = request.response(420, to_tag=new_tag())
+            response.set("unsupported", unsupported)
+            return response
+    if "session-expires" in request.headers and method in ("INVITE", "UPDATE"):
+        refusal = session_timer.screen(request, new_tag)
+        if refusal is not None:
+            return refusal
     if request.body:
         refusal = _screen_body(request, new_tag)
         if refusal is not None:
@@ -111,7 +119,7 @@ def options_response(request: Request, tag: str, contact: str) -> Response:
     response = request.response(200, to_tag=tag)
     response.set("allow", ALLOW)
     response.set("accept", "application/sdp")
-    response.set("supported", "")
+    response.set("supported", ", ".join(sorted(EXTENSIONS)))
     response.set("contact", f"<{contact}>")
     return response
 

@@ -25,6 +25,7 @@ from twsip.sip.call_media import (
     dtmf_info_body,
     parse_dtmf_info,
 )
+from twsip.sip.limits import CallLimits
 from twsip.sip.message import Message, NameAddr, Request, Response, request_headers
 from twsip.sip.sdp import MediaSession, NegotiatedMedia, OfferAnswerStateError, SdpError
 from twsip.sip.transaction import (
@@ -40,7 +41,7 @@ __all__ = ["ALLOWED_METHODS", "CallFailed", "DialogState", "FinalResponse", "Ses
 
 log = Logger(namespace="twsip.dialog")
 
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO")
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE")
 
 
 class DialogState(enum.Enum):
@@ -70,6 +71,7 @@ class UserAgent(Protocol):
     host: str
     port: int
     codecs: tuple[str, ...]
+    limits: CallLimits  # its calls' deadlines: session timers, idle limit
 
     @property
     def clock(self) -> TimeSource: ...
@@ -206,6 +208,8 @@ class Session:
             self._reinvite(request, tx)
         elif request.method == "INFO":
             self._receive_info(request, tx)
+        elif request.method == "UPDATE":  # RFC 3311; here a session refresh (RFC 4028)
+            self.ua.limits.timers.update(self, request, tx)
         else:
             tx.respond(request.response(200))
 
@@ -231,6 +235,7 @@ class Session:
         response.set("contact", f"<{self.ua.contact}>")
         response.set("content-type", "application/sdp")
         response.body = self.local_sdp = body
+        self.ua.limits.negotiate(self, request, response)  # a refresh (RFC 4028)
         tx.respond(response)
         self._wait_for_ack(response, request.cseq.number)
         if negotiated is not None:
@@ -353,6 +358,7 @@ class Session:
             self.media.info_digit(digit)
 
     def _stop_timers(self) -> None:
+        self.ua.limits.ended(self)
         if self._ack_wait is not None:
             self._ack_wait.stop()
             self._ack_wait = None
