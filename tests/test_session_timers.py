@@ -11,6 +11,7 @@ import itertools
 from typing import Iterator
 
 import pytest
+from twisted.python import usage
 
 from twsip.manager import InstanceManager
 from twsip.config import SipInstanceConfig
@@ -18,6 +19,7 @@ from twsip.sip import sdp
 from twsip.sip.instance import SipInstance
 from twsip.sip.message import Request, Response, parse
 from twsip.sip.session_timer import give_up_after
+from twsip.service import Options, makeService
 from twsip.testing import FakeNetwork, LoggedFailures
 
 from raw_phone import finish
@@ -410,3 +412,40 @@ def test_the_manager_hands_its_limits_to_every_instance(network) -> None:
     assert all(m.ua.limits.max_call_seconds == 5 for m in manager.instances.values())
     network.run(manager.cleanup())
 
+
+# -- twistd sipinstances ------------------------------------------------------------------------
+
+def _parsed(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def test_twistd_options_default_to_10000_calls_and_one_hour() -> None:
+    options = _parsed()
+    assert options["max-calls"] == 10_000 and options["max-call-seconds"] == 3600
+    service = makeService(options)
+    assert service.max_calls == 10_000 and service.max_call_seconds == 3600
+
+
+def test_twistd_options_reach_every_instance(network) -> None:
+    options = _parsed("--max-calls", "2", "--max-call-seconds", "30", "--no-demo",
+                      "--instances", "2", "--base-port", "0", "--quiet")
+    service = makeService(options)
+    assert (service.max_calls, service.max_call_seconds) == (2, 30)
+    service._reactor = network  # the FakeNetwork instead of the real reactor
+    service.startService()
+    assert service.manager is not None
+    phone = next(iter(service.manager.instances.values())).ua
+    assert phone.limits.max_calls == 2 and phone.limits.max_call_seconds == 30
+    assert [Caller(network, phone).call().status for _ in range(3)] == [200, 200, 503]
+    network.advance(30)
+    assert phone.calls == set()
+    network.run(service.stopService())
+
+
+@pytest.mark.parametrize("args", [("--max-calls", "-1"), ("--max-call-seconds", "x"),
+                                  ("--max-call-seconds", "-5")])
+def test_twistd_options_refuse_bad_limits(args: tuple[str, str]) -> None:
+    with pytest.raises(usage.UsageError):
+        _parsed(*args)
