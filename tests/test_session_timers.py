@@ -205,8 +205,17 @@ def test_too_small_an_interval_gets_422_with_our_min_se(net, phone) -> None:
     assert caller.call({"session-expires": ["90"], "min-se": ["90"],
                         "supported": ["timer"]}).status == 200
     # A refresh asking too little is refused too, and the call stays as it was.
-    assert caller.update({"session-expires": ["89"]}).status == 422
+    assert caller.update({"session-expires": ["89"], "supported": ["timer"]}).status == 422
     assert len(phone.dialogs) == 1
+    finish(net)
+
+
+def test_too_small_an_interval_from_a_caller_without_timers_is_raised(net, phone) -> None:
+    """§9 has only a caller that supports timers get 422 (another would not know what to
+    do with it): the call goes ahead at our minimum, and we refresh."""
+    caller = Caller(net, phone)
+    ok = caller.call({"session-expires": ["60"]})
+    assert ok.status == 200 and ok.get("session-expires") == "90;refresher=uas"
     finish(net)
 
 

@@ -85,15 +85,16 @@ def give_up_after(interval: float) -> float:
 
 
 def screen(request: Request, new_tag: Any) -> Response | None:
-    """422 with our Min-SE for an interval shorter than we accept (§9), 400 for one that
-    is no number; None when the Session-Expires of an INVITE or UPDATE is fine."""
+    """422 with our Min-SE for an interval shorter than we accept, to a caller that
+    supports timers (§9: only it understands 422), 400 for one that is no number; None
+    when the Session-Expires of an INVITE or UPDATE is fine or `negotiate` raises it."""
     try:
         asked = session_expires(request)
     except SipParseError as exc:
         response = request.response(400, to_tag=new_tag())
         response.set("warning", f'399 twsip "{exc.reason}"')
         return response
-    if asked is None or asked[0] >= MIN_SE:
+    if asked is None or asked[0] >= MIN_SE or not supports_timer(request):
         return None
     response = request.response(422, "Session Interval Too Small", to_tag=new_tag())
     response.set("min-se", str(MIN_SE))
@@ -136,6 +137,7 @@ class SessionTimers:
             peer_refreshes = True
         else:
             interval, refresher = asked
+            interval = max(interval, MIN_SE)  # from a caller that cannot be sent 422
             # Honour a refresher asked for; else the peer refreshes if it can (§9).
             peer_refreshes = supported and refresher != "uas"
         response.set("session-expires",
