@@ -23,6 +23,7 @@ from twsip.quiet_udp import listen_udp
 from twsip.sip.digest import ChallengeAnswerer, Credentials
 from twsip.sip.dialog import ClientSession
 from twsip.sip.instance import SipInstance
+from twsip.sip.limits import DEFAULT_MAX_CALL_SECONDS, DEFAULT_MAX_CALLS
 from twsip.sip.registration import DEFAULT_EXPIRES, Registration, RegistrationFailed
 from twsip.sip.transaction import TimerSettings
 from twsip.sip.uri import Address, is_loopback, loopback_address
@@ -113,7 +114,9 @@ class InstanceManager:
                  reactor: UDPReactor | None = None, timers: TimerSettings | None = None,
                  log_messages: bool = False, queue_size: int = 64,
                  trace_messages: bool = False, media: bool = True,
-                 record_dir: str | None = None, register_timeout: float = 32.0) -> None:
+                 record_dir: str | None = None, register_timeout: float = 32.0,
+                 max_calls: int = DEFAULT_MAX_CALLS,
+                 max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS) -> None:
         if not is_loopback(host):
             raise ValueError(f"twsip runs in local mode only: host must be in 127.0.0.0/8, "
                              f"not {host!r}")
@@ -132,6 +135,8 @@ class InstanceManager:
         # every call gets an RTP endpoint (off: signalling only, the SDP names a dead port)
         self.media = media
         self.record_dir = record_dir  # one WAV per call leg of what it received
+        self.max_calls = max_calls  # per instance; beyond it a new INVITE gets 503
+        self.max_call_seconds = max_call_seconds  # how long an auto-answered call may last
         self.instances: dict[str, ManagedInstance] = {}
         self._by_dn: dict[str, ManagedInstance] = {}
         # instance id -> its binding at its PBX, for the instances that registered
@@ -180,7 +185,7 @@ class InstanceManager:
                          timers=self.timers, queue_size=self.queue_size,
                          log_messages=self.log_messages,
                          trace_messages=self.trace_messages, media=self.media,
-                         record_dir=self.record_dir)
+                         record_dir=self.record_dir, max_calls=self.max_calls)
         listening = self.allocate_port(ua)
         managed = ManagedInstance(config, ua, listening.getHost().port, listening)
         self.instances[config.id] = managed
@@ -216,10 +221,16 @@ class InstanceManager:
         self.instances.pop(managed.config.id, None)
         self._by_dn.pop(managed.config.dn, None)
 
-    def start_serving(self, auto_answer: bool = False) -> None:
-        """From now on each instance queues new INVITEs (before, they get 480)."""
+    def start_serving(self, auto_answer: bool = False,
+                      max_call_seconds: float | None = None) -> None:
+        """From now on each instance queues new INVITEs (before, they get 480); with
+        `auto_answer` it answers them itself and ends each after `max_call_seconds` (the
+        manager's own when None; 0: never)."""
+        if max_call_seconds is None:
+            max_call_seconds = self.max_call_seconds
         for managed in self.instances.values():
-            managed.ua.start_serving(auto_answer=auto_answer)
+            managed.ua.start_serving(auto_answer=auto_answer,
+                                     max_call_seconds=max_call_seconds)
 
     def get_instance(self, instance_id: str) -> ManagedInstance:
         try:

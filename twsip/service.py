@@ -37,6 +37,7 @@ from twsip.manager import LOCAL_HOST, InstanceManager
 from twsip.outcome import Outcome
 from twsip.report.jsonreport import summary_text
 from twsip.report.ladder import text_ladder
+from twsip.sip.limits import DEFAULT_MAX_CALL_SECONDS, DEFAULT_MAX_CALLS
 from twsip.sip.transaction import TimerSettings
 
 __all__ = ["Options", "SipInstancesService", "makeService", "DEFAULT_INSTANCES", "log_result",
@@ -67,6 +68,10 @@ _count = _whole_number(1, 1_000_000, "at least 1 instance", "A whole number, at 
 _port = _whole_number(0, 65535, "a port is 1-65535 (or 0 for ports the system picks)",
                       "0 lets the system pick a free port for each instance.")
 _retries = _whole_number(0, 1_000_000, "retries cannot be negative", "A whole number.")
+_max_calls = _whole_number(0, 100_000_000, "the call limit cannot be negative",
+                           "A whole number; 0 means no limit.")
+_max_call_seconds = _whole_number(0, 100_000_000, "seconds cannot be negative",
+                                  "Whole seconds; 0 means no limit.")
 
 
 class Options(usage.Options):
@@ -92,6 +97,15 @@ class Options(usage.Options):
          "How many more ports (in +2 steps) to try when a port is taken.", _retries],
         ["host", None, LOCAL_HOST,
          "Address to bind; only 127.0.0.1 (local mode)."],
+    ]
+    # How many calls an instance holds and for how long (twsip.sip.limits).
+    optParameters += [
+        ["max-calls", None, DEFAULT_MAX_CALLS,
+         "Most calls up at once per instance; a new INVITE beyond it gets 503 with "
+         "Retry-After.", _max_calls],
+        ["max-call-seconds", None, int(DEFAULT_MAX_CALL_SECONDS),
+         "An auto-answered call still up after this many seconds is ended with BYE.",
+         _max_call_seconds],
     ]
     optFlags = [
         ["quiet", "q", "Log only start, stop and errors, not every SIP message."],
@@ -154,7 +168,9 @@ class SipInstancesService(service.Service):
                  auto_answer: bool = True, stop_reactor_on_failure: bool = False,
                  exit_status_on_failure: bool = False,
                  timers: TimerSettings | None = None,
-                 reactor: ServiceReactor | None = None) -> None:
+                 reactor: ServiceReactor | None = None,
+                 max_calls: int = DEFAULT_MAX_CALLS,
+                 max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS) -> None:
         self.graph = graph
         self.base_port = base_port
         self.max_retries = max_retries
@@ -171,6 +187,8 @@ class SipInstancesService(service.Service):
         self.exit_status_on_failure = exit_status_on_failure
         self.timers = timers
         self._reactor = reactor
+        self.max_calls = max_calls
+        self.max_call_seconds = max_call_seconds
         self.manager: InstanceManager | None = None
         self.failure: Exception | None = None
         self._serving = Outcome()  # fires with the manager or the creation error
@@ -197,7 +215,8 @@ class SipInstancesService(service.Service):
             self.manager = InstanceManager(
                 self.base_port, self.max_retries, self.host, reactor=self._reactor,
                 timers=self.timers, log_messages=self.log_messages,
-                trace_messages=self.trace_messages)
+                trace_messages=self.trace_messages, max_calls=self.max_calls,
+                max_call_seconds=self.max_call_seconds)
             created = self.manager.create_instances(self.graph.configs)
         except Exception as exc:  # InstanceCreationError, PortAllocationError, ValueError
             self._start_failed(exc)
@@ -362,4 +381,6 @@ def makeService(options: Mapping[str, Any]) -> SipInstancesService:  # noqa: N80
         freeze_gc=True,
         stop_reactor_on_failure=True,
         exit_status_on_failure=True,
+        max_calls=options.get("max-calls", DEFAULT_MAX_CALLS),
+        max_call_seconds=options.get("max-call-seconds", DEFAULT_MAX_CALL_SECONDS),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.logger import Logger
 
 from twsip.sip.dialog import ServerSession
+from twsip.sip.limits import CallLimits
 from twsip.sip.noise import printable
 
 __all__ = ["AutoAnswer"]
@@ -22,10 +23,11 @@ class AutoAnswer:
     one is answered all the same.
     """
 
-    __slots__ = ("dn",)
+    __slots__ = ("dn", "limits")
 
-    def __init__(self, dn: str) -> None:
+    def __init__(self, dn: str, limits: CallLimits) -> None:
         self.dn = dn
+        self.limits = limits  # an auto-answered call has nobody to hang up for it
 
     def take(self, session: ServerSession) -> None:
         try:
@@ -37,6 +39,7 @@ class AutoAnswer:
             _give_up(session)
             return
         answered.addErrback(self._failed, session)
+        self.limits.auto_answered(session)
 
     def _failed(self, failure: object, session: ServerSession) -> None:
         why = getattr(failure, "getErrorMessage", lambda: str(failure))()

@@ -23,8 +23,10 @@ from twisted.logger import Logger
 
 from twsip.sip.autoanswer import AutoAnswer
 from twsip.sip.call_media import MediaFactory
+from twsip.sip.cancel import receive_cancel
 from twsip.interfaces import TimeSource, UDPReactor
 from twsip.sip.dialog import CallFailed, ClientSession, ServerSession, Session
+from twsip.sip.limits import DEFAULT_MAX_CALL_SECONDS, DEFAULT_MAX_CALLS, CallLimits
 from twsip.sip.message import (
     MAX_DATAGRAM,
     Message,
@@ -100,7 +102,7 @@ class SipInstance(DatagramProtocol):
                  reactor: IReactorTime | None = None, timers: TimerSettings | None = None,
                  queue_size: int = 64, log_messages: bool = False,
                  trace_messages: bool = False, media: bool = True,
-                 record_dir: str | None = None) -> None:
+                 record_dir: str | None = None, max_calls: int = DEFAULT_MAX_CALLS) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
             reactor = global_reactor
@@ -115,6 +117,7 @@ class SipInstance(DatagramProtocol):
         self.serving = False
         self.noise = NoiseSummary(self.clock, log, f"DN {dn}")
         self.registry = DialogRegistry(self.noise)
+        self.limits = CallLimits(self.noise, max_calls)  # see twsip.sip.limits
         self.dialogs: dict[DialogId, Session] = self.registry.dialogs
         self.calls: set[Session] = self.registry.calls
         self.watchers = MessageObservers(self, self.clock, log_messages, trace_messages)
@@ -269,12 +272,13 @@ class SipInstance(DatagramProtocol):
             self._receive_invite(request, tx, addr)
         elif method == "OPTIONS":
             tx.respond(options_response(request, self.new_tag(), self.contact))
-        else:  # BYE or NOTIFY outside any dialog: 481; REFER: 403 (RFC 3515 §2.4.2)
+        else:  # BYE, NOTIFY or UPDATE outside any dialog: 481; REFER: 403 (RFC 3515 §2.4.2)
             tx.respond(request.response(403 if method == "REFER" else 481))
 
     def _receive_invite(self, invite: Request, tx: ServerInviteTransaction,
                         addr: Address) -> None:
-        refusal = screen_offer(invite, self.codecs, self.host, self.new_tag)
+        refusal = (self.limits.refusal(invite, len(self.calls), self.new_tag)
+                   or screen_offer(invite, self.codecs, self.host, self.new_tag))
         if refusal is not None:
             tx.respond(refusal)
             return
@@ -309,17 +313,20 @@ class SipInstance(DatagramProtocol):
                 pass
 
     # -- the application's API --------------------------------------------------------------
-    def start_serving(self, auto_answer: bool = False) -> None:
+    def start_serving(self, auto_answer: bool = False,
+                      max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS) -> None:
         """Accept new calls into `incoming` (before this they are answered 480).
 
         With `auto_answer`, the instance rings and answers each new call (and those
         queued already) itself, and lets the caller hang up: what a phone on auto-answer
-        does; only calls that `claim` keeps go to `incoming`.
+        does; only calls that `claim` keeps go to `incoming`. Those it answers end with BYE
+        after `max_call_seconds` (0: never), whatever the caller does.
         """
+        self.limits.max_call_seconds = max_call_seconds
         self.serving = True
         self.noise.open()
         if auto_answer:
-            auto = self._auto_answer = self._auto_answer or AutoAnswer(self.dn)
+            auto = self._auto_answer = self._auto_answer or AutoAnswer(self.dn, self.limits)
             for session in list(self.incoming.pending):  # calls queued before: ours now
                 if self.claim is None or not self.claim(session.invite, session.peer):
                     self.incoming.pending.remove(session)

@@ -34,7 +34,8 @@ __all__ = ["ALLOWED_METHODS", "ReInvite", "overlap_refusal", "glare_delay", "MAX
 log = Logger(namespace="twsip.dialog")
 
 # The methods this UA serves (Allow); defined here, below the session module that names it.
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "REFER", "NOTIFY")
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE", "REFER",
+                   "NOTIFY")
 MAX_ATTEMPTS = 4       # the first try and up to three retries after 491 or 500
 MAX_RETRY_AFTER = 10   # seconds; a longer Retry-After fails the re-INVITE instead
 

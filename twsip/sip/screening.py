@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from twsip.sip import sdp
+from twsip.sip import sdp, session_timer
 from twsip.sip.message import Request, Response, SipParseError
 from twsip.sip.session import ALLOWED_METHODS
 from twsip.sip.uri import SUPPORTED_SCHEMES, uri_scheme
@@ -27,8 +27,9 @@ ACCEPTED_BODIES = ("application/sdp",)
 # INFO carries DTMF in these (the dialog answers other INFO packages itself, with 415)
 INFO_BODIES = ("application/sdp", "application/dtmf-relay", "application/dtmf")
 ALLOW = ", ".join(ALLOWED_METHODS)
-# Option tags we serve in a Require (RFC 3891 Replaces); the others get 420.
-SUPPORTED_EXTENSIONS = frozenset({"replaces"})
+# Option tags (RFC 3261 §19.2) a request may Require of us: RFC 3891 Replaces and RFC 4028
+# session timers; the others get 420.
+EXTENSIONS = frozenset({"replaces", session_timer.OPTION_TAG})
 # NOTIFY of a REFER's implicit subscription carries a sipfrag (RFC 3515 §2.4.5)
 NOTIFY_BODIES = ("message/sipfrag",)
 
@@ -60,11 +61,15 @@ def screen(request: Request, new_tag: TagFactory) -> Response | None:
             response = request.response(400, to_tag=new_tag())
             response.set("warning", warning(problem))
             return response
-    required = [tag for tag in request.require if tag.lower() not in SUPPORTED_EXTENSIONS]
-    if required:
+    unsupported = [tag for tag in request.require if tag.lower() not in EXTENSIONS]
+    if unsupported:
         response = request.response(420, to_tag=new_tag())
-        response.set("unsupported", required)
+        response.set("unsupported", unsupported)
         return response
+    if "session-expires" in request.headers and method in ("INVITE", "UPDATE"):
+        refusal = session_timer.screen(request, new_tag)
+        if refusal is not None:
+            return refusal
     if request.body:
         refusal = _screen_body(request, new_tag)
         if refusal is not None:
@@ -116,7 +121,7 @@ def options_response(request: Request, tag: str, contact: str) -> Response:
     response = request.response(200, to_tag=tag)
     response.set("allow", ALLOW)
     response.set("accept", "application/sdp")
-    response.set("supported", "replaces")
+    response.set("supported", ", ".join(sorted(EXTENSIONS)))
     response.set("contact", f"<{contact}>")
     return response
 

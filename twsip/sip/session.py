@@ -25,6 +25,7 @@ from twsip.sip.call_media import (
     dtmf_info_body,
     parse_dtmf_info,
 )
+from twsip.sip.limits import CallLimits
 from twsip.sip.message import Message, NameAddr, Request, Response, request_headers
 from twsip.sip.midcall_state import MidCallState
 from twsip.sip.reinvite import ALLOWED_METHODS, ReInvite, overlap_refusal
@@ -77,6 +78,7 @@ class UserAgent(Protocol):
     host: str
     port: int
     codecs: tuple[str, ...]
+    limits: CallLimits  # its calls' deadlines: session timers, idle limit
 
     @property
     def clock(self) -> TimeSource: ...
@@ -248,6 +250,8 @@ class Session:
             self._receive_info(request, tx)
         elif request.method in ("REFER", "NOTIFY"):
             self.ua.transfers.receive(self, request, tx)
+        elif request.method == "UPDATE":  # RFC 3311; here a session refresh (RFC 4028)
+            self.ua.limits.timers.update(self, request, tx)
         else:
             tx.respond(request.response(200))
 
@@ -279,6 +283,7 @@ class Session:
         response.set("supported", "replaces")
         response.set("content-type", "application/sdp")
         response.body = self.local_sdp = body
+        self.ua.limits.negotiate(self, request, response)  # a refresh (RFC 4028)
         tx.respond(response)
         self._wait_for_ack(response, request.cseq.number)
         if negotiated is not None:
@@ -406,6 +411,7 @@ class Session:
             self.media.info_digit(digit)
 
     def _stop_timers(self) -> None:
+        self.ua.limits.ended(self)
         if self._ack_wait is not None:
             self._ack_wait.stop()
             self._ack_wait = None

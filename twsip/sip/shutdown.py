@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from twsip.interfaces import TimeSource
 from twsip.outcome import Outcome
+from twsip.sip.limits import CallLimits
 from twsip.sip.message import Request, Response, request_headers
 from twsip.sip.registry import DialogRegistry
 from twsip.sip.session import CallFailed, FinalResponse
@@ -65,6 +66,7 @@ class _Instance(Protocol):
     clock: TimeSource
     registry: DialogRegistry
     transactions: TransactionLayer
+    limits: CallLimits
     incoming: DeferredQueue[ServerSession]
 
 
@@ -119,6 +121,7 @@ def end_calls(instance: _Instance, grace: float) -> Deferred[None]:
                             call_id=getattr(session, "call_id", "?"))
         instance.registry.clear()
         instance.transactions.close()
+        instance.limits.close()
 
     done.addCallback(finish)
     done.addErrback(lambda f: log.failure("{dn}: cleanup", f, dn=instance.dn))

@@ -96,6 +96,7 @@ class ServerSession(Session):
         self.answered = True
         self.state = CONFIRMED
         self._answered = Outcome()
+        self.ua.limits.negotiate(self, self.invite, response)  # RFC 4028, if offered
         self.tx.respond(response)
         if self.state is CONFIRMED:  # not if the 200 could not be sent (transport_error)
             self._wait_for_ack(response, self.invite.cseq.number)
