@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from twsip.sip.autoanswer import AutoAnswer
+from twsip.sip.autoanswer import AnswerMode, AutoAnswer
 from twsip.sip.call_media import MediaFactory
 from twsip.interfaces import TimeSource, UDPReactor
 from twsip.sip.dialog import CallFailed, ClientSession, ServerSession, Session
@@ -194,7 +194,7 @@ class SipInstance(DatagramProtocol):
         except (OSError, MessageLengthError, ValueError) as exc:
             raise send_failure(exc, summary(message), addr) from exc
         if self.observers or self.watchers.log_messages:
-            self.watchers.notify("out", message, addr)
+            self.watchers.notify("out", message, addr, data)
 
     def send_message(self, message: Message, addr: Address) -> None:
         """Send outside any transaction (ACKs, 2xx retransmissions, answers to garbage):
@@ -213,7 +213,7 @@ class SipInstance(DatagramProtocol):
                 self._malformed(exc, addr)
                 return
             if self.observers or self.watchers.log_messages:
-                self.watchers.notify("in", message, addr)
+                self.watchers.notify("in", message, addr, data)
             if isinstance(message, Request):
                 self._receive_request(message, addr)
             elif not self.transactions.match_response(message):
@@ -316,17 +316,17 @@ class SipInstance(DatagramProtocol):
                 pass
 
     # -- the application's API --------------------------------------------------------------
-    def start_serving(self, auto_answer: bool = False) -> None:
+    def start_serving(self, auto_answer: bool | str | AnswerMode = False) -> None:
         """Accept new calls into `incoming` (before this they are answered 480).
 
-        With `auto_answer`, the instance rings and answers each new call (and those
-        queued already) itself, and lets the caller hang up: what a phone on auto-answer
-        does; only calls that `claim` keeps go to `incoming`.
+        With `auto_answer` (True, or an `AnswerMode` or its name: "busy", "delay:500"),
+        the instance treats each new call (and those queued already) itself, and lets the
+        caller hang up; only calls that `claim` keeps go to `incoming`.
         """
         self.serving = True
         self.noise.open()
         if auto_answer:
-            auto = self._auto_answer = self._auto_answer or AutoAnswer(self.dn)
+            auto = self._auto_answer = AutoAnswer(self.dn, auto_answer)
             for session in list(self.incoming.pending):  # calls queued before: ours now
                 if self.claim is None or not self.claim(session.invite, session.peer):
                     self.incoming.pending.remove(session)
