@@ -26,6 +26,8 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 
+from twsip.cli.instruments import Instruments, serve_with_modes
+from twsip.cli.twistd_options import TesterOptions, TesterSettings, tester_settings
 from twsip.flow.demo import demo_graph
 from twsip.flow.engine import Engine
 from twsip.flow.events import EventStream
@@ -69,8 +71,8 @@ _port = _whole_number(0, 65535, "a port is 1-65535 (or 0 for ports the system pi
 _retries = _whole_number(0, 1_000_000, "retries cannot be negative", "A whole number.")
 
 
-class Options(usage.Options):
-    """The command line of ``twistd sipinstances``."""
+class Options(TesterOptions):
+    """The command line of ``twistd sipinstances`` (the tester options: `TesterOptions`)."""
 
     synopsis = "[--instances N | --scenario FILE] [--base-port PORT] [--quiet]"
     longdesc = (
@@ -124,6 +126,7 @@ class Options(usage.Options):
                 self["instances"] = DEFAULT_INSTANCES
             graph = graph_for_instances(self["instances"])
         self["graph"] = graph
+        self.check_testers(graph)
 
 
 class ServiceReactor(UDPReactor, Protocol):
@@ -154,7 +157,8 @@ class SipInstancesService(service.Service):
                  auto_answer: bool = True, stop_reactor_on_failure: bool = False,
                  exit_status_on_failure: bool = False,
                  timers: TimerSettings | None = None,
-                 reactor: ServiceReactor | None = None) -> None:
+                 reactor: ServiceReactor | None = None,
+                 testers: TesterSettings | None = None) -> None:
         self.graph = graph
         self.base_port = base_port
         self.max_retries = max_retries
@@ -171,6 +175,8 @@ class SipInstancesService(service.Service):
         self.exit_status_on_failure = exit_status_on_failure
         self.timers = timers
         self._reactor = reactor
+        self.testers = testers or TesterSettings()
+        self.instruments: Instruments | None = None
         self.manager: InstanceManager | None = None
         self.failure: Exception | None = None
         self._serving = Outcome()  # fires with the manager or the creation error
@@ -197,12 +203,15 @@ class SipInstancesService(service.Service):
             self.manager = InstanceManager(
                 self.base_port, self.max_retries, self.host, reactor=self._reactor,
                 timers=self.timers, log_messages=self.log_messages,
-                trace_messages=self.trace_messages)
+                trace_messages=self.trace_messages, media=self.testers.media,
+                record_dir=self.testers.record_dir)
             created = self.manager.create_instances(self.graph.configs)
         except Exception as exc:  # InstanceCreationError, PortAllocationError, ValueError
             self._start_failed(exc)
             return
-        self.manager.start_serving(auto_answer=self.auto_answer)
+        self._start_instruments(created)
+        serve_with_modes(self.manager, self.auto_answer, self.testers.answers,
+                         self.testers.default)
         for managed in created:
             log.info("DN {dn} ({label}) answers at sip:{dn}@{host}:{port}",
                      dn=managed.config.dn, label=managed.config.label, host=self.host,
@@ -215,6 +224,23 @@ class SipInstancesService(service.Service):
         if self.freeze_gc:
             freeze_startup_objects()
         self._run_flow()
+
+    def _start_instruments(self, created: list[Any]) -> None:
+        """--pcap and --stats: watch every instance from before it serves."""
+        testers = self.testers
+        if testers.pcap is None and testers.stats is None:
+            return
+        reactor = self._reactor if self._reactor is not None else _global_reactor()
+        self.instruments = Instruments(reactor, pcap=testers.pcap, stats=testers.stats)
+        for managed in created:
+            self.instruments.attach(managed)
+        for dn, mode in testers.answers.items():
+            log.info("DN {dn} answers calls: {mode}", dn=dn, mode=str(mode))
+
+    def _stop_instruments(self, _: object = None) -> None:
+        instruments, self.instruments = self.instruments, None
+        if instruments is not None:
+            instruments.close()
 
     def _run_flow(self) -> None:
         """Run the scenario (or the demo) once on the serving instances."""
@@ -252,6 +278,7 @@ class SipInstancesService(service.Service):
             self._serving = Outcome()
         manager = self.manager
         if manager is None or not manager.instances:
+            self._stop_instruments()
             return succeed(None)
         count = len(manager.instances)
         log.info("stopping {count} SIP instance(s)", count=count)
@@ -259,6 +286,7 @@ class SipInstancesService(service.Service):
         d: Deferred[Any] = engine.stop("service stopping") if engine is not None \
             else succeed(None)
         d.addBoth(lambda _: manager.cleanup())
+        d.addBoth(self._stop_instruments)
 
         def stopped(_: object) -> None:
             log.info("stopped: {count} SIP instance(s) closed, every port freed", count=count)
@@ -362,4 +390,5 @@ def makeService(options: Mapping[str, Any]) -> SipInstancesService:  # noqa: N80
         freeze_gc=True,
         stop_reactor_on_failure=True,
         exit_status_on_failure=True,
+        testers=tester_settings(options),
     )
