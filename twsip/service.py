@@ -74,7 +74,9 @@ _retries = _whole_number(0, 1_000_000, "retries cannot be negative", "A whole nu
 class Options(TesterOptions):
     """The command line of ``twistd sipinstances`` (the tester options: `TesterOptions`)."""
 
-    synopsis = "[--instances N | --scenario FILE] [--base-port PORT] [--quiet]"
+    synopsis = ("[--instances N | --scenario FILE] [--base-port PORT] [--quiet] "
+                "[--answer DN=MODE ...] [--media silence|echo|tone] [--pcap FILE] "
+                "[--stats SECONDS]")
     longdesc = (
         "Runs SIP user agents on 127.0.0.1, one UDP port each (base port, +2, +4, ...). "
         "Each answers incoming calls (180 Ringing, then 200 OK with SDP) and ends the call "

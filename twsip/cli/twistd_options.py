@@ -73,7 +73,7 @@ class TesterOptions(usage.Options):
     optParameters = [
         ["media", None, None,
          "What auto-answered calls send: silence, echo (what they hear) or tone "
-         "(440 Hz) [default: nothing].", _media],
+         "(440 Hz) [default: nothing]", _media],
         ["record", None, None,
          "Write one WAV per answered call of the audio it received into DIR."],
         ["pcap", None, None,
@@ -81,7 +81,7 @@ class TesterOptions(usage.Options):
          "sngrep), as they went over the loopback."],
         ["stats", None, None,
          "Log call counters every SECONDS (calls, answers, failures, retransmissions, "
-         "messages/s) and totals at stop, also with --quiet.", _seconds],
+         "messages/s) and totals at stop, also with --quiet", _seconds],
     ]
     optFlags = [
         ["no-media", None, "Signalling only: no RTP endpoint per call."],
@@ -92,9 +92,7 @@ class TesterOptions(usage.Options):
         self["answer"] = {}
 
     def opt_answer(self, value: str) -> None:
-        """DN=MODE: how the instance with DN treats calls (repeatable). MODE: answer
-        (180, 200), busy (486), reject:CODE (400-699), ring (180 forever), delay:MS (180,
-        then 200 after MS), silent (100 only)."""
+        """DN=MODE: how the instance with DN treats calls (repeatable). MODE: answer (180, 200), busy (486), reject:CODE (400-699), ring (180 forever), delay:MS (180, then 200 after MS), silent (100 only)."""  # noqa: E501 (usage prints it as written)
         dn, sep, mode = value.partition("=")
         if not sep or not dn.strip():
             raise usage.UsageError(f"--answer {value}: write DN=MODE, e.g. 200=busy "
