@@ -133,3 +133,15 @@ def test_start_serving_rejects_a_bad_mode_before_serving() -> None:
 def test_modes_print_as_they_are_written() -> None:
     for text in ("answer", "busy", "reject:503", "ring", "delay:250", "silent"):
         assert str(parse_answer_mode(text)) == text
+
+
+def test_true_keeps_the_mode_set_before() -> None:
+    """A flow sharing the instance hands calls back with auto_answer=True: still busy."""
+    net = FakeNetwork()
+    _, callee, d, _ = call(net, "busy")
+    callee.start_serving(auto_answer=True)
+    with pytest.raises(CallFailed) as failed:
+        net.run(d)
+    assert failed.value.status == 486
+    callee.start_serving(auto_answer="answer")
+    assert str(callee._auto_answer.mode) == "answer"

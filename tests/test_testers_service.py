@@ -219,3 +219,25 @@ def read_pcap(path: Path) -> tuple[list, list]:
             row = (ts, udp.sport, udp.dport, bytes(udp.data))
             (sip if udp.data[:1].isalpha() else rtp).append(row)
     return sip, rtp
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_mode_outlives_the_start_up_demo() -> None:
+    """The demo (100 calls 200) shares the instances; afterwards 100 is still busy."""
+    options = Options()
+    options.parseOptions(["--base-port", "0", "--answer", "100=busy"])
+    service = makeService(options)
+    service.stop_reactor_on_failure = service.exit_status_on_failure = False
+    service.freeze_gc = False
+    caller, ua = await a_caller()
+    try:
+        service.startService()
+        manager = await service.when_serving()
+        result = await service.flow_done
+        assert result is not None and result.ok
+        with pytest.raises(CallFailed) as failed:
+            await ua.invite(manager.resolve_target("100"), timeout=5)
+        assert failed.value.status == 486
+    finally:
+        await caller.cleanup()
+        await service.stopService()

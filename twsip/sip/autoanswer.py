@@ -18,7 +18,7 @@ from twsip.sip.dialog import ServerSession
 from twsip.sip.message import REASONS
 from twsip.sip.noise import printable
 
-__all__ = ["ANSWER", "AnswerMode", "AutoAnswer", "MEDIA_SOURCES", "MODES", "parse_answer_mode"]
+__all__ = ["ANSWER", "AnswerMode", "AutoAnswer", "answerer", "MEDIA_SOURCES", "MODES", "parse_answer_mode"]
 
 log = Logger(namespace="twsip.instance")
 
@@ -83,6 +83,19 @@ def answer_mode(how: bool | str | AnswerMode) -> AnswerMode:
     if isinstance(how, str):
         return parse_answer_mode(how)
     return ANSWER
+
+
+def answerer(current: AutoAnswer | None, dn: str, how: bool | str | AnswerMode
+             ) -> AutoAnswer:
+    """The auto-answerer for ``start_serving(auto_answer=how)``.
+
+    True keeps the one already set: a flow that shared the instance hands its unclaimed
+    calls back with ``start_serving(auto_answer=True)``, and must not turn a busy phone
+    into one that answers.
+    """
+    if how is True and current is not None:
+        return current
+    return AutoAnswer(dn, how)
 
 
 class AutoAnswer:

@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from twsip.sip.autoanswer import AnswerMode, AutoAnswer
+from twsip.sip.autoanswer import AnswerMode, AutoAnswer, answerer
 from twsip.sip.call_media import MediaFactory
 from twsip.interfaces import TimeSource, UDPReactor
 from twsip.sip.dialog import CallFailed, ClientSession, ServerSession, Session
@@ -319,14 +319,14 @@ class SipInstance(DatagramProtocol):
     def start_serving(self, auto_answer: bool | str | AnswerMode = False) -> None:
         """Accept new calls into `incoming` (before this they are answered 480).
 
-        With `auto_answer` (True, or an `AnswerMode` or its name: "busy", "delay:500"),
-        the instance treats each new call (and those queued already) itself, and lets the
-        caller hang up; only calls that `claim` keeps go to `incoming`.
+        With `auto_answer` (an `AnswerMode` or its name: "busy", "delay:500"; True keeps
+        the mode set before, else answers), the instance treats each new call (and those
+        queued already) itself; only calls that `claim` keeps go to `incoming`.
         """
         self.serving = True
         self.noise.open()
         if auto_answer:
-            auto = self._auto_answer = AutoAnswer(self.dn, auto_answer)
+            auto = self._auto_answer = answerer(self._auto_answer, self.dn, auto_answer)
             for session in list(self.incoming.pending):  # calls queued before: ours now
                 if self.claim is None or not self.claim(session.invite, session.peer):
                     self.incoming.pending.remove(session)
