@@ -19,7 +19,7 @@ LAYERS = [
     ("twsip.manager", "twsip.testing"),
     ("twsip.flow",),
     ("twsip.report",),
-    ("twsip.service", "twsip.__main__"),
+    ("twsip.service", "twsip.__main__", "twsip.cli"),
 ]
 
 

@@ -99,7 +99,8 @@ vias = st.tuples(
 
 
 def quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A quoted-string: a NUL may only appear as a quoted-pair (RFC 3261 §25.1)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\x00", "\\\x00") + '"'
 
 
 def _name_addr(parts: tuple) -> str:

@@ -301,9 +301,9 @@ async def test_twistd_sipinstances_serves_and_stops(tmp_path: Path,
         session = await ua.invite(f"sip:200@127.0.0.1:{ports['200']}", timeout=10)
         await session.hangup()
         # not quiet: each SIP message is one info line of the instance that saw it
-        await proc.wait_for(r"twsip\.instance#info\] -> 200 200 OK .* call-id=" +
-                            re.escape(session.call_id))
-        await proc.wait_for(r"twsip\.instance#info\] <- 200 BYE ")
+        await proc.wait_for(r"twsip\.instance#info\] DN 200 -> 200 OK to 127\.0\.0\.1:\d+ "
+                            r"Call-ID " + re.escape(session.call_id))
+        await proc.wait_for(r"twsip\.instance#info\] DN 200 <- BYE from ")
     finally:
         await caller.cleanup()
         await finish(proc)

@@ -1,11 +1,15 @@
 """``python -m twsip``: run a scenario flow file headless, over real SIP on 127.0.0.1.
 
-    python -m twsip run FLOW.json [--report out.json] [--ladder out.html] [--base-port N]
+    python -m twsip run FLOW.json|DIR [...] [--report OUT] [--ladder OUT] [--junit FILE]
+                        [--pcap FILE] [--base-port N]
     python -m twsip demo [...same options]
     python -m twsip check FLOW.json [FLOW.json ...] [--base-port N]
+    python -m twsip --version
 
 Prints one line per event while the flow runs, then a text ladder of the real messages and
-a summary. Exit status: 0 the flow completed, 1 it failed (or was stopped, or the instances
+a summary. Several flows (files, or folders: their ``*.json`` in name order) run one after
+another, each on fresh instances, then one line per flow and a total; the worst status is
+the command's. Exit status: 0 the flow completed, 1 it failed (or was stopped, or the instances
 could not be started), 2 the file is invalid or uses nodes the engine cannot run (the
 message is on stderr). What a flow runs differently than written (the builder's
 ``register: true`` with no PBX, codecs twsip lacks, ...) is one warning line each on stderr
@@ -27,14 +31,13 @@ from collections.abc import Sequence
 
 from twisted.internet.defer import Deferred
 
+from twsip.cli.run import EXIT_FAILED, EXIT_INVALID, EXIT_OK, FlowJob, run_flows
+from twsip.cli.twistd_options import version_text
+
 if TYPE_CHECKING:
     from twsip.interfaces import UDPReactor
 
 __all__ = ["EXIT_FAILED", "EXIT_INVALID", "EXIT_OK", "main", "run_cli"]
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INVALID = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,13 +45,22 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m twsip",
         description="Run SIP scenario flows (the visual builder's flow JSON) headless, "
                     "with real SIP user agents on 127.0.0.1.")
+    parser.add_argument("--version", action="version", version=version_text())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--report", metavar="OUT.json",
-                         help="write the whole run as JSON (nodes, states, timings, messages)")
+                         help="write the whole run as JSON (nodes, states, timings, "
+                              "messages); with several flows a folder, one FLOW.json each")
         sub.add_argument("--ladder", metavar="OUT.html",
-                         help="write the ladder as one self-contained HTML file")
+                         help="write the ladder as one self-contained HTML file; with "
+                              "several flows a folder, one FLOW.html each")
+        sub.add_argument("--junit", metavar="FILE.xml",
+                         help="write JUnit XML: one testsuite per flow, one testcase per "
+                              "node (Jenkins, GitLab, GitHub test reports)")
+        sub.add_argument("--pcap", metavar="FILE.pcap",
+                         help="write every SIP message and RTP packet as it went over the "
+                              "loopback (libpcap: Wireshark, tshark, sngrep)")
         sub.add_argument("--base-port", type=_port, default=5060, metavar="N",
                          help="UDP port of the first instance, the next ones +2 each "
                               "(default 5060; 0 lets the system pick free ports)")
@@ -63,9 +75,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="write one WAV per call leg of the audio it received into DIR "
                               "(named DN-CallID.wav)")
 
-    run = commands.add_parser("run", help="run a flow file",
-                              description="Run a flow file of the scenario builder.")
-    run.add_argument("flow", metavar="FLOW.json", help="the flow file")
+    run = commands.add_parser("run", help="run flow files",
+                              description="Run flow files of the scenario builder, one "
+                                          "after another.")
+    run.add_argument("flows", nargs="+", metavar="FLOW.json",
+                     help="flow files, or folders (their *.json in name order)")
     options(run)
     demo = commands.add_parser("demo", help="run the built-in demo flow",
                                description="100 calls 200, 200 answers, one second of "
@@ -120,93 +134,97 @@ def _check(args: Any, stdout: TextIO, stderr: TextIO) -> int:
     return status
 
 
-def _prepare(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> Any:
-    """Parse the command line and the flow: (args, graph, name) or an exit status."""
-    from twsip.flow.check import plan_flow
-    from twsip.flow.registry import check_runnable
+def _flow_paths(paths: Sequence[str]) -> list[str] | str:
+    """Files as given, folders as their ``*.json`` in name order; or what is wrong."""
+    found: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            inside = sorted(name for name in os.listdir(path) if name.endswith(".json"))
+            if not inside:
+                return f"{path}: a folder without any *.json flow file"
+            found += [os.path.join(path, name) for name in inside]
+        else:
+            found.append(path)
+    return found
+
+
+def _check_outputs(args: Any, several: bool) -> str | None:
+    """What is wrong with the output options, found before anything starts."""
+    from twsip.report.pcap import check_writable
+
+    if args.record is not None and not (os.path.isdir(args.record)
+                                        and os.access(args.record, os.W_OK)):
+        return f"--record {args.record}: not a folder this process can write to"
+    for option in ("pcap", "junit"):
+        path = getattr(args, option)
+        why = check_writable(path) if path is not None else None
+        if why is not None:
+            return f"--{option} {path}: cannot be written ({why})"
+    if several:
+        for option in ("report", "ladder"):
+            folder = getattr(args, option)
+            if folder is None:
+                continue
+            if os.path.exists(folder) and not os.path.isdir(folder):
+                return (f"--{option} {folder}: with several flows this is a folder (one "
+                        f"file per flow), and it names a file")
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as exc:
+                return f"--{option} {folder}: cannot create the folder ({exc.strerror})"
+    return None
+
+
+def _load(name: str, graph_source: Any) -> FlowJob:
+    """One flow read and judged as ``run`` judges it; never raises."""
     from twsip.flow.model import ScenarioError, load_scenario, parse_scenario
+    from twsip.flow.registry import check_runnable
+
+    try:
+        graph = (parse_scenario(graph_source) if graph_source is not None
+                 else load_scenario(name))
+        check_runnable(graph)
+    except ScenarioError as exc:
+        return FlowJob(name, error=str(exc), status=EXIT_INVALID)
+    if not graph.instances:
+        return FlowJob(name, error="the flow has no sipInstance node, so nothing can run",
+                       status=EXIT_INVALID)
+    return FlowJob(name, graph)
+
+
+def _prepare(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> Any:
+    """Parse the command line and the flows: (args, jobs) or an exit status."""
+    from twsip.flow.check import plan_flow
 
     try:
         args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse has printed the usage error already
+    except SystemExit as exc:  # argparse has printed the usage error (or --version)
         return exc.code if isinstance(exc.code, int) else EXIT_INVALID
     if args.command == "check":
         return _check(args, stdout, stderr)
-    try:
-        if args.command == "demo":
-            from twsip.flow.demo import DEMO_FLOW
-            name = "built-in demo"
-            graph = parse_scenario(DEMO_FLOW)
-        else:
-            name = args.flow
-            graph = load_scenario(args.flow)
-        check_runnable(graph)
-    except ScenarioError as exc:
-        print(f"twsip: {name if args.command == 'demo' else args.flow}: {exc}", file=stderr)
+    if args.command == "demo":
+        from twsip.flow.demo import DEMO_FLOW
+        jobs = [_load("built-in demo", DEMO_FLOW)]
+    else:
+        paths = _flow_paths(args.flows)
+        if isinstance(paths, str):
+            print(f"twsip: {paths}", file=stderr)
+            return EXIT_INVALID
+        jobs = [_load(path, None) for path in paths]
+    problem = _check_outputs(args, len(jobs) > 1)
+    if problem is not None:
+        print(f"twsip: {problem}", file=stderr)
         return EXIT_INVALID
-    if not graph.instances:
-        print(f"twsip: {name}: the flow has no sipInstance node, so nothing can run",
-              file=stderr)
+    for job in jobs:
+        if job.error is not None:
+            print(f"twsip: {job.name}: {job.error}", file=stderr)
+    if all(job.graph is None for job in jobs):
         return EXIT_INVALID
-    if args.record is not None and not (os.path.isdir(args.record)
-                                        and os.access(args.record, os.W_OK)):
-        print(f"twsip: --record {args.record}: not a folder this process can write to",
-              file=stderr)
-        return EXIT_INVALID
-    for warning in plan_flow(graph, args.base_port).warnings:
-        print(f"twsip: {name}: warning: {warning}", file=stderr)
-    return args, graph, name
-
-
-async def _execute(args: Any, graph: Any, name: str, reactor: UDPReactor, stdout: TextIO,
-                   stderr: TextIO, engines: list | None = None) -> int:
-    from twsip.flow.engine import Engine
-    from twsip.flow.events import ScenarioWarning, SipMessage, format_event
-    from twsip.report.ladder import text_ladder, write_html_ladder
-    from twsip.manager import InstanceManager
-    from twsip.report.jsonreport import summary_text, write_report
-    from twsip.flow.model import ScenarioError
-
-    from twsip.flow.check import plan_flow
-
-    manager = InstanceManager(base_port=args.base_port, max_retries=args.max_retries,
-                              reactor=reactor, record_dir=args.record)
-    engine = Engine(manager, reactor=reactor)
-    warned = {str(warning) for warning in plan_flow(graph, args.base_port).warnings}
-    if engines is not None:
-        engines.append(engine)
-
-    def show(event: Any) -> None:
-        if args.no_sip and isinstance(event, SipMessage):
-            return
-        if isinstance(event, ScenarioWarning) and event.text in warned:
-            return  # said on stderr before the run started
-        stdout.write(format_event(event) + "\n")
-        stdout.flush()
-
-    if not args.quiet:
-        engine.subscribe(show)
-    try:
-        result = await engine.run(graph)
-    except ScenarioError as exc:
-        print(f"twsip: {name}: {exc}", file=stderr)
-        return EXIT_INVALID
-    except Exception as exc:  # InstanceCreationError: ports, ...
-        print(f"twsip: {name}: {exc}", file=stderr)
-        return EXIT_FAILED
-    stdout.write("\n" + text_ladder(result) + "\n\n" + summary_text(result) + "\n")
-    stdout.flush()
-    try:
-        if args.report:
-            write_report(result, args.report, flow=name)
-            stdout.write(f"report written to {args.report}\n")
-        if args.ladder:
-            write_html_ladder(result, args.ladder)
-            stdout.write(f"HTML ladder written to {args.ladder}\n")
-    except OSError as exc:
-        print(f"twsip: cannot write {exc.filename}: {exc.strerror}", file=stderr)
-        return EXIT_FAILED
-    return EXIT_OK if result.ok else EXIT_FAILED
+    if len(jobs) == 1:
+        assert jobs[0].graph is not None
+        for warning in plan_flow(jobs[0].graph, args.base_port).warnings:
+            print(f"twsip: {jobs[0].name}: warning: {warning}", file=stderr)
+    return args, jobs
 
 
 def run_cli(argv: Sequence[str] | None = None, *, reactor: UDPReactor | None = None,
@@ -223,8 +241,8 @@ def run_cli(argv: Sequence[str] | None = None, *, reactor: UDPReactor | None = N
         from twisted.internet import reactor as global_reactor
         reactor = global_reactor  # type: ignore[assignment]
     assert reactor is not None
-    args, graph, name = prepared
-    return Deferred.fromCoroutine(_execute(args, graph, name, reactor, stdout, stderr))
+    args, jobs = prepared
+    return Deferred.fromCoroutine(run_flows(args, jobs, reactor, stdout, stderr))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -233,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepared = _prepare(argv, stdout, stderr)
     if isinstance(prepared, int):
         return prepared
-    args, graph, name = prepared
+    args, jobs = prepared
 
     from twisted.internet import reactor
     from twisted.internet.error import ReactorNotRunning
@@ -255,9 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     engines: list = []
 
     def start() -> None:
-        d = Deferred.fromCoroutine(_execute(args, graph, name,
-                                            reactor,  # type: ignore[arg-type]
-                                            stdout, stderr, engines))
+        d = Deferred.fromCoroutine(run_flows(args, jobs,
+                                             reactor,  # type: ignore[arg-type]
+                                             stdout, stderr, engines))
 
         def done(result: Any) -> None:
             if isinstance(result, int):

@@ -186,6 +186,7 @@ class InstanceManager:
                          log_messages=self.log_messages,
                          trace_messages=self.trace_messages, media=self.media,
                          record_dir=self.record_dir, max_calls=self.max_calls)
+        ua.limits.max_call_seconds = self.max_call_seconds
         listening = self.allocate_port(ua)
         managed = ManagedInstance(config, ua, listening.getHost().port, listening)
         self.instances[config.id] = managed
@@ -225,9 +226,7 @@ class InstanceManager:
                       max_call_seconds: float | None = None) -> None:
         """From now on each instance queues new INVITEs (before, they get 480); with
         `auto_answer` it answers them itself and ends each after `max_call_seconds` (the
-        manager's own when None; 0: never)."""
-        if max_call_seconds is None:
-            max_call_seconds = self.max_call_seconds
+        manager's own, set at creation, when None; 0: never)."""
         for managed in self.instances.values():
             managed.ua.start_serving(auto_answer=auto_answer,
                                      max_call_seconds=max_call_seconds)

@@ -26,6 +26,8 @@ from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 
+from twsip.cli.instruments import Instruments, serve_with_modes
+from twsip.cli.twistd_options import TesterOptions, TesterSettings, tester_settings
 from twsip.flow.demo import demo_graph
 from twsip.flow.engine import Engine
 from twsip.flow.events import EventStream
@@ -74,10 +76,12 @@ _max_call_seconds = _whole_number(0, 100_000_000, "seconds cannot be negative",
                                   "Whole seconds; 0 means no limit.")
 
 
-class Options(usage.Options):
-    """The command line of ``twistd sipinstances``."""
+class Options(TesterOptions):
+    """The command line of ``twistd sipinstances`` (the tester options: `TesterOptions`)."""
 
-    synopsis = "[--instances N | --scenario FILE] [--base-port PORT] [--quiet]"
+    synopsis = ("[--instances N | --scenario FILE] [--base-port PORT] [--quiet] "
+                "[--answer DN=MODE ...] [--media silence|echo|tone] [--pcap FILE] "
+                "[--stats SECONDS]")
     longdesc = (
         "Runs SIP user agents on 127.0.0.1, one UDP port each (base port, +2, +4, ...). "
         "Each answers incoming calls (180 Ringing, then 200 OK with SDP) and ends the call "
@@ -138,6 +142,7 @@ class Options(usage.Options):
                 self["instances"] = DEFAULT_INSTANCES
             graph = graph_for_instances(self["instances"])
         self["graph"] = graph
+        self.check_testers(graph)
 
 
 class ServiceReactor(UDPReactor, Protocol):
@@ -170,7 +175,8 @@ class SipInstancesService(service.Service):
                  timers: TimerSettings | None = None,
                  reactor: ServiceReactor | None = None,
                  max_calls: int = DEFAULT_MAX_CALLS,
-                 max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS) -> None:
+                 max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
+                 testers: TesterSettings | None = None) -> None:
         self.graph = graph
         self.base_port = base_port
         self.max_retries = max_retries
@@ -189,6 +195,8 @@ class SipInstancesService(service.Service):
         self._reactor = reactor
         self.max_calls = max_calls
         self.max_call_seconds = max_call_seconds
+        self.testers = testers or TesterSettings()
+        self.instruments: Instruments | None = None
         self.manager: InstanceManager | None = None
         self.failure: Exception | None = None
         self._serving = Outcome()  # fires with the manager or the creation error
@@ -216,12 +224,15 @@ class SipInstancesService(service.Service):
                 self.base_port, self.max_retries, self.host, reactor=self._reactor,
                 timers=self.timers, log_messages=self.log_messages,
                 trace_messages=self.trace_messages, max_calls=self.max_calls,
-                max_call_seconds=self.max_call_seconds)
+                max_call_seconds=self.max_call_seconds, media=self.testers.media,
+                record_dir=self.testers.record_dir)
             created = self.manager.create_instances(self.graph.configs)
         except Exception as exc:  # InstanceCreationError, PortAllocationError, ValueError
             self._start_failed(exc)
             return
-        self.manager.start_serving(auto_answer=self.auto_answer)
+        self._start_instruments(created)
+        serve_with_modes(self.manager, self.auto_answer, self.testers.answers,
+                         self.testers.default)
         for managed in created:
             log.info("DN {dn} ({label}) answers at sip:{dn}@{host}:{port}",
                      dn=managed.config.dn, label=managed.config.label, host=self.host,
@@ -234,6 +245,23 @@ class SipInstancesService(service.Service):
         if self.freeze_gc:
             freeze_startup_objects()
         self._run_flow()
+
+    def _start_instruments(self, created: list[Any]) -> None:
+        """--pcap and --stats: watch every instance from before it serves."""
+        testers = self.testers
+        if testers.pcap is None and testers.stats is None:
+            return
+        reactor = self._reactor if self._reactor is not None else _global_reactor()
+        self.instruments = Instruments(reactor, pcap=testers.pcap, stats=testers.stats)
+        for managed in created:
+            self.instruments.attach(managed)
+        for dn, mode in testers.answers.items():
+            log.info("DN {dn} answers calls: {mode}", dn=dn, mode=str(mode))
+
+    def _stop_instruments(self, _: object = None) -> None:
+        instruments, self.instruments = self.instruments, None
+        if instruments is not None:
+            instruments.close()
 
     def _run_flow(self) -> None:
         """Run the scenario (or the demo) once on the serving instances."""
@@ -271,6 +299,7 @@ class SipInstancesService(service.Service):
             self._serving = Outcome()
         manager = self.manager
         if manager is None or not manager.instances:
+            self._stop_instruments()
             return succeed(None)
         count = len(manager.instances)
         log.info("stopping {count} SIP instance(s)", count=count)
@@ -278,6 +307,7 @@ class SipInstancesService(service.Service):
         d: Deferred[Any] = engine.stop("service stopping") if engine is not None \
             else succeed(None)
         d.addBoth(lambda _: manager.cleanup())
+        d.addBoth(self._stop_instruments)
 
         def stopped(_: object) -> None:
             log.info("stopped: {count} SIP instance(s) closed, every port freed", count=count)
@@ -383,4 +413,5 @@ def makeService(options: Mapping[str, Any]) -> SipInstancesService:  # noqa: N80
         exit_status_on_failure=True,
         max_calls=options.get("max-calls", DEFAULT_MAX_CALLS),
         max_call_seconds=options.get("max-call-seconds", DEFAULT_MAX_CALL_SECONDS),
+        testers=tester_settings(options),
     )

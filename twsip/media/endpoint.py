@@ -29,6 +29,7 @@ and stops listening: no DelayedCall and no bound port remain.
 from __future__ import annotations
 
 import secrets
+import weakref
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, succeed
@@ -56,9 +57,24 @@ from twsip.media.stats import StreamStats
 from twsip.media.wav import load_wav
 
 __all__ = ["RtpEndpoint", "Direction", "PayloadTypes", "AudioSink", "EndpointCounters",
-           "EndpointReport", "open_endpoint"]
+           "EndpointReport", "RtpTap", "open_endpoint", "rtp_taps"]
 
 log = Logger()
+
+# Sees each datagram an endpoint sent or received: (direction "out" or "in", the datagram,
+# the endpoint's own address, the peer's). A pcap capture is one.
+RtpTap = Callable[[str, bytes, Address, Address], object]
+_taps: weakref.WeakKeyDictionary[IReactorTime, list[RtpTap]] = weakref.WeakKeyDictionary()
+
+
+def rtp_taps(clock: IReactorTime) -> list[RtpTap]:
+    """The taps of every endpoint on `clock` (append to capture, remove to stop).
+
+    Kept per reactor rather than per endpoint because the endpoints are made deep inside
+    each call, while a capture is wanted for the whole process; an empty list costs one
+    truth test per packet.
+    """
+    return _taps.setdefault(clock, [])
 
 
 class RtpEndpoint(DatagramProtocol):
@@ -88,6 +104,7 @@ class RtpEndpoint(DatagramProtocol):
         self.ssrc = rng_bits(32)
         self._sequence = rng_bits(16)
         self.counters = EndpointCounters()
+        self._taps = rtp_taps(clock)
         self._jobs = SendJobs(self.scheduler, self._send, send, timestamp_base=rng_bits(32),
                               origin=clock.seconds())
         self._receiver = RtpReceiver(clock, self.counters,
@@ -281,10 +298,25 @@ class RtpEndpoint(DatagramProtocol):
             return
         counters.sent_packets += 1
         counters.sent_octets += len(payload)
+        if self._taps:
+            self._tap("out", data, remote)
+
+    def _tap(self, direction: str, data: bytes, peer: Address) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        local = transport.getHost()
+        for tap in list(self._taps):
+            try:
+                tap(direction, data, (local.host, local.port), (peer[0], peer[1]))
+            except Exception:
+                log.failure("an RTP tap failed")
 
     # -- receiving -------------------------------------------------------------------------
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """Everything about a received datagram is the receive side's; see `RtpReceiver`."""
+        if self._taps:
+            self._tap("in", datagram, addr)
         self._receiver.datagram(datagram, addr)
 
     # -- results and cleanup ---------------------------------------------------------------

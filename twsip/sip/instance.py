@@ -21,12 +21,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
-from twsip.sip.autoanswer import AutoAnswer
+from twsip.sip.autoanswer import AnswerMode, AutoAnswer, answerer
 from twsip.sip.call_media import MediaFactory
 from twsip.sip.cancel import receive_cancel
 from twsip.interfaces import TimeSource, UDPReactor
 from twsip.sip.dialog import CallFailed, ClientSession, ServerSession, Session
-from twsip.sip.limits import DEFAULT_MAX_CALL_SECONDS, DEFAULT_MAX_CALLS, CallLimits
+from twsip.sip.limits import DEFAULT_MAX_CALLS, CallLimits
 from twsip.sip.message import (
     MAX_DATAGRAM,
     Message,
@@ -39,7 +39,6 @@ from twsip.sip.noise import NoiseSummary, printable
 from twsip.sip.observers import MessageEvent, MessageObservers, Observer, summary
 from twsip.sip.registry import DialogId, DialogRegistry
 from twsip.sip.replaces import take_over
-from twsip.sip.routing import receive_cancel
 from twsip.sip.screening import (
     KNOWN_METHODS,
     malformed_response,
@@ -201,7 +200,7 @@ class SipInstance(DatagramProtocol):
         except (OSError, MessageLengthError, ValueError) as exc:
             raise send_failure(exc, summary(message), addr) from exc
         if self.observers or self.watchers.log_messages:
-            self.watchers.notify("out", message, addr)
+            self.watchers.notify("out", message, addr, data)
 
     def send_message(self, message: Message, addr: Address) -> None:
         """Send outside any transaction (ACKs, 2xx retransmissions, answers to garbage):
@@ -220,7 +219,7 @@ class SipInstance(DatagramProtocol):
                 self._malformed(exc, addr)
                 return
             if self.observers or self.watchers.log_messages:
-                self.watchers.notify("in", message, addr)
+                self.watchers.notify("in", message, addr, data)
             if isinstance(message, Request):
                 self._receive_request(message, addr)
             elif not self.transactions.match_response(message):
@@ -313,20 +312,22 @@ class SipInstance(DatagramProtocol):
                 pass
 
     # -- the application's API --------------------------------------------------------------
-    def start_serving(self, auto_answer: bool = False,
-                      max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS) -> None:
+    def start_serving(self, auto_answer: bool | str | AnswerMode = False,
+                      max_call_seconds: float | None = None) -> None:
         """Accept new calls into `incoming` (before this they are answered 480).
 
-        With `auto_answer`, the instance rings and answers each new call (and those
-        queued already) itself, and lets the caller hang up: what a phone on auto-answer
-        does; only calls that `claim` keeps go to `incoming`. Those it answers end with BYE
-        after `max_call_seconds` (0: never), whatever the caller does.
+        With `auto_answer` (an `AnswerMode` or its name: "busy", "delay:500"; True keeps
+        the mode set before, else answers), the instance treats each new call (and those
+        queued already) itself; only calls that `claim` keeps go to `incoming`. Those it
+        answers end with BYE after `max_call_seconds` (0: never; None: as set before).
         """
-        self.limits.max_call_seconds = max_call_seconds
+        if max_call_seconds is not None:
+            self.limits.max_call_seconds = max_call_seconds
         self.serving = True
         self.noise.open()
         if auto_answer:
-            auto = self._auto_answer = self._auto_answer or AutoAnswer(self.dn, self.limits)
+            auto = self._auto_answer = answerer(self._auto_answer, self.dn, self.limits,
+                                                auto_answer)
             for session in list(self.incoming.pending):  # calls queued before: ours now
                 if self.claim is None or not self.claim(session.invite, session.peer):
                     self.incoming.pending.remove(session)

@@ -46,15 +46,23 @@ def summary(message: Message) -> str:
 class MessageEvent:
     """One SIP message seen at an instance, for observers (ladders, reports, logs)."""
 
-    __slots__ = ("direction", "instance", "message", "peer", "time")
+    __slots__ = ("direction", "instance", "message", "peer", "time", "data")
 
     def __init__(self, direction: str, instance: Instance, message: Message,
-                 peer: Address, time: float) -> None:
+                 peer: Address, time: float, data: bytes | None = None) -> None:
         self.direction = direction  # "in" or "out"
         self.instance = instance
         self.message = message
         self.peer = peer
         self.time = time
+        # The datagram itself, for captures (pcap) that must show the exact bytes; None
+        # when whoever made the event had only the parsed message.
+        self.data = data
+
+    @property
+    def wire(self) -> bytes:
+        """The message's bytes: as received or sent when known, else serialised again."""
+        return self.data if self.data is not None else self.message.to_bytes()
 
     @property
     def summary(self) -> str:
@@ -82,17 +90,22 @@ class MessageObservers:
         self.log_messages = log_messages or trace_messages
         self.trace_messages = trace_messages
 
-    def notify(self, direction: str, message: Message, peer: Address) -> None:
+    def notify(self, direction: str, message: Message, peer: Address,
+               data: bytes | None = None) -> None:
         if self.log_messages:
-            log.info("{direction} {dn} {summary} {peer_host}:{peer_port} call-id={call_id}",
-                     direction="->" if direction == "out" else "<-", dn=self.instance.dn,
+            # "DN 200 -> 200 OK to ...": the DN is labelled, so that it cannot be read as
+            # a status code (the old "-> 200 200 OK" could).
+            out = direction == "out"
+            log.info("DN {dn} {direction} {summary} {preposition} {peer_host}:{peer_port} "
+                     "Call-ID {call_id}", direction="->" if out else "<-",
+                     preposition="to" if out else "from", dn=self.instance.dn,
                      summary=printable(summary(message)), peer_host=peer[0],
                      peer_port=peer[1], call_id=printable(message.get("call-id")))
             if self.trace_messages:
                 log.debug("{text}", text=mask_credentials(str(message)))
         if self.observers:
             event = MessageEvent(direction, self.instance, message, peer,
-                                 self.clock.seconds())
+                                 self.clock.seconds(), data)
             for observer in list(self.observers):
                 try:
                     observer(event)
