@@ -8,12 +8,12 @@ a count. Text from the wire is escaped. Twisted's own line per port is gone.
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
-from twisted.logger import Logger, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import Logger, LogLevel, formatEvent
 
 from raw_phone import finish
 from twsip.config import SipInstanceConfig
@@ -22,57 +22,47 @@ from twsip.sip.noise import NoiseSummary, printable
 from twsip.testing import FakeNetwork
 
 
-@pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
-    seen: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(seen.append)
-    try:
-        yield seen
-    finally:
-        globalLogPublisher.removeObserver(seen.append)
-
-
 def lines(seen: list[dict[str, Any]], namespace: str = "twsip") -> list[str]:
     return [formatEvent(e) for e in seen if str(e.get("log_namespace", "")).startswith(namespace)]
 
 
 # -- the summariser on a Clock --------------------------------------------------------------
 
-def test_first_one_at_once_then_one_count_per_interval(events) -> None:
+def test_first_one_at_once_then_one_count_per_interval(log_events) -> None:
     clock = Clock()
     noise = NoiseSummary(clock, Logger(namespace="twsip.test"), "DN 1")
     for n in range(1000):
         noise.note("junk", "junk datagrams", "got junk number {n}", n=n)
-    assert lines(events) == ["DN 1: got junk number 0"]
+    assert lines(log_events) == ["DN 1: got junk number 0"]
     clock.advance(9.9)
     noise.note("junk", "junk datagrams", "got junk number {n}", n=-1)
-    assert len(lines(events)) == 1
+    assert len(lines(log_events)) == 1
     clock.advance(0.1)
-    assert lines(events)[1:] == ["DN 1: 1000 more junk datagrams in the last 10 s"]
+    assert lines(log_events)[1:] == ["DN 1: 1000 more junk datagrams in the last 10 s"]
     noise.note("junk", "junk datagrams", "got junk {n}", n=1)
     clock.advance(10)
-    assert lines(events)[2:] == ["DN 1: 1 more junk datagrams in the last 10 s"]
+    assert lines(log_events)[2:] == ["DN 1: 1 more junk datagrams in the last 10 s"]
     clock.advance(10)  # a quiet interval: no line, and the kind starts afresh
-    assert len(lines(events)) == 3 and clock.getDelayedCalls() == []
+    assert len(lines(log_events)) == 3 and clock.getDelayedCalls() == []
     noise.note("junk", "junk datagrams", "got junk number {n}", n=7)
-    assert lines(events)[3:] == ["DN 1: got junk number 7"]
+    assert lines(log_events)[3:] == ["DN 1: got junk number 7"]
     assert noise.counts == {"junk": 1003}
-    assert all(e["log_level"] is LogLevel.warn for e in events)
+    assert all(e["log_level"] is LogLevel.warn for e in log_events)
 
 
-def test_kinds_are_limited_separately_and_close_leaves_no_timer(events) -> None:
+def test_kinds_are_limited_separately_and_close_leaves_no_timer(log_events) -> None:
     clock = Clock()
     noise = NoiseSummary(clock, Logger(namespace="twsip.test"), "DN 1")
     for _ in range(5):
         noise.note("a", "a things", "an a")
         noise.note("b", "b things", "a b")
-    assert lines(events) == ["DN 1: an a", "DN 1: a b"]
+    assert lines(log_events) == ["DN 1: an a", "DN 1: a b"]
     noise.close()
     assert clock.getDelayedCalls() == []
-    assert lines(events)[2:] == ["DN 1: 4 more a things in the last 10 s",
+    assert lines(log_events)[2:] == ["DN 1: 4 more a things in the last 10 s",
                                  "DN 1: 4 more b things in the last 10 s"]
     noise.note("a", "a things", "after close")  # counted, not logged, no timer
-    assert len(lines(events)) == 4 and clock.getDelayedCalls() == []
+    assert len(lines(log_events)) == 4 and clock.getDelayedCalls() == []
 
 
 @pytest.mark.parametrize("text, shown", [
@@ -95,7 +85,7 @@ def test_printable_is_bounded() -> None:
 
 # -- an instance under a flood -----------------------------------------------------------------
 
-def test_twenty_thousand_garbage_datagrams_write_a_handful_of_lines(events) -> None:
+def test_twenty_thousand_garbage_datagrams_write_a_handful_of_lines(log_events) -> None:
     net = FakeNetwork(keep_log=False)
     uas = net.add_instance("200")  # not logging messages: what --quiet runs
     uas.start_serving()
@@ -110,7 +100,7 @@ def test_twenty_thousand_garbage_datagrams_write_a_handful_of_lines(events) -> N
             net.advance(1)
     net.advance(1)
     # 20 simulated seconds: a first line and at most one count per 10 s per kind.
-    written = lines(events)
+    written = lines(log_events)
     assert 1 <= len(written) <= 6, written
     assert any("more malformed datagrams" in line for line in written)
     assert sum(uas.noise.counts.values()) >= 19_000
@@ -118,7 +108,7 @@ def test_twenty_thousand_garbage_datagrams_write_a_handful_of_lines(events) -> N
     assert net.clock.getDelayedCalls() == []
 
 
-def test_stray_responses_acks_and_overload_are_summarised(events) -> None:
+def test_stray_responses_acks_and_overload_are_summarised(log_events) -> None:
     net = FakeNetwork(keep_log=False)
     caller, callee = net.add_instance("100"), net.add_instance("200", queue_size=4)
     callee.start_serving()  # nobody takes the calls: the queue fills
@@ -136,14 +126,14 @@ def test_stray_responses_acks_and_overload_are_summarised(events) -> None:
     for _ in range(200):
         caller.invite(callee.uri, timeout=None).addErrback(lambda _: None)
     net.advance(0.1)
-    written = lines(events)
+    written = lines(log_events)
     assert len(written) == 3, written
     assert any("matching no transaction" in line and "stray\\x1b0" in line
                for line in written), written
     assert any("ACK matching no dialog" in line for line in written)
     assert any("queue full" in line for line in written)
     net.advance(10)
-    written = lines(events)
+    written = lines(log_events)
     assert any("499 more responses matching no transaction" in line for line in written)
     assert any("195 more calls refused 486" in line for line in written), written
     net.run(net.cleanup())
@@ -154,12 +144,12 @@ def test_stray_responses_acks_and_overload_are_summarised(events) -> None:
 # -- Twisted's own per-port line -----------------------------------------------------------
 
 @pytest_twisted.ensureDeferred
-async def test_binding_ports_logs_only_the_managers_line(events) -> None:
+async def test_binding_ports_logs_only_the_managers_line(log_events) -> None:
     manager = InstanceManager(base_port=0)
     try:
         manager.create_instances([SipInstanceConfig(id=f"i{n}", label=f"i{n}", dn=f"{n}00")
                                   for n in range(1, 4)])
-        text = [formatEvent(e) for e in events]
+        text = [formatEvent(e) for e in log_events]
         assert not [line for line in text if "starting on" in line or "Starting protocol"
                     in line], text
         assert sum("listening on 127.0.0.1:" in line for line in text) == 3

@@ -9,7 +9,7 @@ cleanup of every instance) carries on.
 from __future__ import annotations
 
 import errno
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 import pytest_twisted
@@ -17,7 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import MessageLengthError
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 
 from raw_phone import RawPhone, finish, still_serving
 from twsip.config import SipInstanceConfig
@@ -29,16 +29,6 @@ from twsip.sip.transaction import TransactionState
 from twsip.testing import FakeNetwork, LoggedFailures
 
 HUGE = 65_000  # bytes of Record-Route: the request fits a datagram, our answer cannot
-
-
-@pytest.fixture
-def events() -> Iterator[list[dict[str, Any]]]:
-    seen: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(seen.append)
-    try:
-        yield seen
-    finally:
-        globalLogPublisher.removeObserver(seen.append)
 
 
 def warnings(seen: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -75,7 +65,7 @@ def statuses(phone: RawPhone) -> list[int]:
 
 # -- a response that cannot fit -------------------------------------------------------------
 
-def test_auto_answer_survives_an_invite_whose_answer_cannot_fit(net, uas, phone, events) -> None:
+def test_auto_answer_survives_an_invite_whose_answer_cannot_fit(net, uas, phone, log_events) -> None:
     uas.start_serving(auto_answer=True)
     with LoggedFailures() as failures:
         phone.send(big_invite(phone))
@@ -88,7 +78,7 @@ def test_auto_answer_survives_an_invite_whose_answer_cannot_fit(net, uas, phone,
         net.pump()
         assert statuses(phone) == [100, 180, 200]
     assert failures.events == [], failures.summary()
-    lines = [e for e in warnings(events) if "could not send" in e["log_format"]]
+    lines = [e for e in warnings(log_events) if "could not send" in e["log_format"]]
     assert len(lines) == 1 and lines[0]["status"] == 513
     finish(net)
 
@@ -138,7 +128,7 @@ def test_a_non_invite_answer_that_cannot_fit_is_513(net, uas, phone) -> None:
 
 # -- requests that cannot be sent ---------------------------------------------------------
 
-def test_a_bye_that_cannot_be_sent_ends_the_call_and_leaks_nothing(events) -> None:
+def test_a_bye_that_cannot_be_sent_ends_the_call_and_leaks_nothing(log_events) -> None:
     net = FakeNetwork()
     alice, bob = net.add_instance("100"), net.add_instance("200")
     bob.start_serving(auto_answer=True)
@@ -151,7 +141,7 @@ def test_a_bye_that_cannot_be_sent_ends_the_call_and_leaks_nothing(events) -> No
     net.advance(40)  # the INVITE's transaction lingers in Accepted (Timer M), then goes
     assert len(alice.transactions) == 0
     assert sum("could not send BYE" in e["log_format"] or e.get("what") == "BYE"
-               for e in warnings(events)) == 1
+               for e in warnings(log_events)) == 1
     net.run(net.cleanup())
     net.settle()
     assert net.clock.getDelayedCalls() == []
@@ -200,7 +190,7 @@ def test_a_retransmission_that_fails_ends_only_its_transaction() -> None:
 
 # -- cleanup never stops half-way ---------------------------------------------------------
 
-def test_cleanup_ends_every_instance_even_when_sends_and_calls_fail(events) -> None:
+def test_cleanup_ends_every_instance_even_when_sends_and_calls_fail(log_events) -> None:
     net = FakeNetwork()
     manager = InstanceManager(base_port=5060, reactor=net)
     created = manager.create_instances(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +14,11 @@ from twisted.internet import protocol, reactor
 from twisted.python import usage
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ReactorNotRunning
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 
 from twsip import InstanceCreationError, InstanceManager, SipInstanceConfig
 from twsip.flow.model import graph_for_instances
 from twsip.service import Options, SipInstancesService, _stop_reactor, makeService
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        yield events
-    finally:
-        globalLogPublisher.removeObserver(events.append)
 
 
 def of(events: list[dict[str, Any]], namespace: str, level: LogLevel | None = None

@@ -18,7 +18,8 @@ __all__ = ["Direction", "PayloadTypes", "AudioSink", "EndpointCounters", "Endpoi
 
 
 class Direction(str, Enum):
-    """The SDP direction attribute of this endpoint's media (RFC 3264 §5.1)."""
+    """An SDP direction attribute (RFC 3264 §5.1, §6.1), seen from the side that wrote it:
+    what an endpoint's media does, and what offer/answer (twsip.sip.sdp) negotiates."""
 
     SENDRECV = "sendrecv"
     SENDONLY = "sendonly"
@@ -27,11 +28,30 @@ class Direction(str, Enum):
 
     @property
     def sends(self) -> bool:
-        return self in (Direction.SENDRECV, Direction.SENDONLY)
+        return self in _SENDING
 
     @property
     def receives(self) -> bool:
-        return self in (Direction.SENDRECV, Direction.RECVONLY)
+        return self in _RECEIVING
+
+    def mirrored(self) -> Direction:
+        """What the other side of a stream says: sendonly <-> recvonly (RFC 3264 §6.1)."""
+        return _MIRROR[self]
+
+    def narrowed(self, other: Direction | None) -> Direction:
+        """Both sides' wishes at once: sending only if both allow it, receiving likewise.
+        An answerer may narrow what the mirrored offer allows (hold), never widen it."""
+        if other is None:
+            return self
+        return _FROM_FLAGS[(self.sends and other.sends, self.receives and other.receives)]
+
+
+_SENDING = frozenset((Direction.SENDRECV, Direction.SENDONLY))
+_RECEIVING = frozenset((Direction.SENDRECV, Direction.RECVONLY))
+_MIRROR = {Direction.SENDRECV: Direction.SENDRECV, Direction.SENDONLY: Direction.RECVONLY,
+           Direction.RECVONLY: Direction.SENDONLY, Direction.INACTIVE: Direction.INACTIVE}
+_FROM_FLAGS = {(True, True): Direction.SENDRECV, (True, False): Direction.SENDONLY,
+               (False, True): Direction.RECVONLY, (False, False): Direction.INACTIVE}
 
 
 @dataclass(frozen=True)

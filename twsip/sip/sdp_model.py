@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Mapping
 
 from twsip.lexical import wire_number
+from twsip.media.session import Direction
 
 __all__ = ["SdpError", "Direction", "Origin", "Connection", "RtpMap", "Media",
            "SessionDescription", "parse", "STATIC_RTPMAP"]
@@ -32,44 +32,6 @@ class SdpError(ValueError):
     488 (Not Acceptable Here), the UAC fails the call or keeps the old session."""
 
 
-class Direction(str, Enum):
-    """An SDP direction attribute (RFC 3264 §5.1, §6.1), seen from the side that wrote it.
-
-    A `str` with the same values as `twsip.media.endpoint.Direction`, so either converts
-    into the other by value (``endpoint.Direction(d)``).
-    """
-
-    SENDRECV = "sendrecv"
-    SENDONLY = "sendonly"
-    RECVONLY = "recvonly"
-    INACTIVE = "inactive"
-
-    @property
-    def sends(self) -> bool:
-        return self in _SENDING
-
-    @property
-    def receives(self) -> bool:
-        return self in _RECEIVING
-
-    def mirrored(self) -> Direction:
-        """What the other side of a stream says: sendonly <-> recvonly (RFC 3264 §6.1)."""
-        return _MIRROR[self]
-
-    def narrowed(self, other: Direction | None) -> Direction:
-        """Both sides' wishes at once: sending only if both allow it, receiving likewise.
-        An answerer may narrow what the mirrored offer allows (hold), never widen it."""
-        if other is None:
-            return self
-        return _FROM_FLAGS[(self.sends and other.sends, self.receives and other.receives)]
-
-
-_SENDING = frozenset((Direction.SENDRECV, Direction.SENDONLY))
-_RECEIVING = frozenset((Direction.SENDRECV, Direction.RECVONLY))
-_MIRROR = {Direction.SENDRECV: Direction.SENDRECV, Direction.SENDONLY: Direction.RECVONLY,
-           Direction.RECVONLY: Direction.SENDONLY, Direction.INACTIVE: Direction.INACTIVE}
-_FROM_FLAGS = {(True, True): Direction.SENDRECV, (True, False): Direction.SENDONLY,
-               (False, True): Direction.RECVONLY, (False, False): Direction.INACTIVE}
 _DIRECTIONS = {d.value: d for d in Direction}
 
 # RFC 3551 table 4: static payload types an m= line may list without an rtpmap.
