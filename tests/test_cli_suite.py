@@ -81,6 +81,22 @@ def test_a_suite_of_two_flows_writes_junit_reports_and_ladders(tmp_path: Path) -
                                              if c.find("skipped") is not None]))
 
 
+def test_a_node_that_fails_into_its_failure_branch_is_not_a_junit_failure(
+        tmp_path: Path) -> None:
+    """examples/busy.json is drawn for a 486: its MakeCall fails and its failure branch
+    runs; the flow completes, so CI must not turn red for it."""
+    junit = tmp_path / "busy.xml"
+    code, _, err = run(FakeNetwork(), str(BASIC.parent / "busy.json"), "-q",
+                       "--junit", str(junit))
+    assert code == EXIT_OK, err
+    root = ET.parse(junit).getroot()
+    assert (root.get("failures"), root.get("errors")) == ("0", "0")
+    call = next(c for c in root.iter("testcase") if c.get("name") == "Call 200")
+    assert call.find("failure") is None
+    out = call.find("system-out")
+    assert out is not None and "failure branch ran" in out.text and "486" in out.text
+
+
 def test_folders_run_their_json_in_name_order_and_the_worst_status_wins(
         tmp_path: Path) -> None:
     suite = tmp_path / "suite"

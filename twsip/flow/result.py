@@ -47,6 +47,8 @@ class NodeRecord:
     started: float | None = None
     ended: float | None = None
     detail: str = ""
+    # failed, and the flow's failure branch took over: the outcome the flow was drawn for
+    branched: bool = False
 
     @property
     def duration(self) -> float | None:

@@ -190,6 +190,7 @@ class Run:
                     reason = f"internal error: {exc!r}"
                 recorder.set_state(node, FAILED, reason)
                 if node.failure is not None:
+                    recorder.records[node.id].branched = True
                     nxt = self.graph.nodes[node.failure]
                     recorder.node_action(node, f"{node.label} failed: following its failure "
                                                f"branch to {nxt.label} (node {nxt.id})")
