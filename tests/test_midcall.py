@@ -572,3 +572,28 @@ def test_the_transferee_ends_the_old_call_when_the_transferor_does_not(
     assert caller.end_reason == "local hangup" and callee.end_reason == "remote hangup"
     assert new.established  # the new call stays
     finish(net)
+
+
+def test_a_call_ended_while_a_retry_waits_sends_no_retry(net: FakeNetwork) -> None:
+    caller, peer, session = _raw_call(net)
+    d = session.hold()
+    net.pump()
+    first = parse(peer.take()[0][0])
+    refusal = first.response(500, to_tag="peer1")
+    refusal.set("retry-after", "5")
+    peer.send(refusal.to_bytes(), caller.address)
+    net.pump()
+    peer.take()  # the ACK of the 500
+    bye = Request("BYE", first.uri, {
+        "via": [f"SIP/2.0/UDP {peer.address[0]}:{peer.address[1]};branch=z9hG4bKbye1"],
+        "max-forwards": ["70"], "from": [first.get("to")],
+        "to": [first.get("from")], "call-id": [first.call_id], "cseq": ["7 BYE"]})
+    peer.send(bye.to_bytes(), caller.address)
+    net.pump()
+    assert [parse(m).status for m, _ in peer.take()] == [200]
+    with pytest.raises(CallFailed) as info:
+        net.result(d)
+    assert info.value.status == 481 and session.ended
+    net.advance(10)
+    assert peer.take() == []  # the retry never went out
+    finish(net)
