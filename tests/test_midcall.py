@@ -459,15 +459,18 @@ def test_an_overlapping_reinvite_over_the_network_gets_500_and_the_call_survives
     finish(net)
 
 
-@pytest.mark.parametrize("status", [500, 503])
+@pytest.mark.parametrize("status,retry_after", [
+    (500, "5"), (503, "5"),
+    # RFC 3261 §20.33: delta-seconds [ comment ] *( SEMI retry-param )
+    (503, "5 (in a meeting)"), (500, "5;duration=60"), (503, "5 (busy);duration=60")])
 def test_a_retry_after_answer_to_our_reinvite_is_retried_after_that_delay(
-        net: FakeNetwork, status: int) -> None:
+        net: FakeNetwork, status: int, retry_after: str) -> None:
     caller, peer, session = _raw_call(net)
     d = session.hold()
     net.pump()
     first = parse(peer.take()[0][0])
     refusal = first.response(status, to_tag="peer1")
-    refusal.set("retry-after", "5")
+    refusal.set("retry-after", retry_after)
     peer.send(refusal.to_bytes(), caller.address)
     net.pump()
     assert [parse(m).method for m, _ in peer.take()] == ["ACK"]
