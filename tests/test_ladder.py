@@ -7,6 +7,8 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from twsip.flow.engine import Engine
 from twsip.flow.result import NodeRecord, ScenarioResult
 from twsip.flow.events import InstanceInfo, SipMessage
@@ -219,10 +221,11 @@ def _label_span(text: ET.Element) -> tuple[float, float]:
     return (x, x + width) if anchor == "start" else (x - width, x)
 
 
-def test_attended_transfer_ladder_three_lanes_each_message_once_no_label_across_a_lane(
-        network: FakeNetwork) -> None:
+@pytest.mark.parametrize("flow", ["attended-transfer", "blind-transfer"])
+def test_transfer_ladder_three_lanes_each_message_once_no_label_across_a_lane(
+        network: FakeNetwork, flow: str) -> None:
     engine = Engine(InstanceManager(reactor=network), reactor=network)
-    run = network.run(engine.run(load_scenario(EXAMPLES / "attended-transfer.json")))
+    run = network.run(engine.run(load_scenario(EXAMPLES / f"{flow}.json")))
     assert run.outcome == "completed", run.reason
     lanes, arrows = ladder_arrows(run)
     assert len(lanes) == 3 and not any(lane.external for lane in lanes)
@@ -235,9 +238,13 @@ def test_attended_transfer_ladder_three_lanes_each_message_once_no_label_across_
     assert all(a.received is not None and a.received >= a.elapsed for a in arrows)
     labels = {a.label for a in arrows}
     assert {"REFER", "202 Accepted", "NOTIFY", "BYE"} <= labels
-    # The Replaces INVITE is drawn from the transferee to the target, two lanes apart.
-    replacing = [a for a in arrows if a.label == "INVITE" and "Replaces:" in a.message.text]
-    assert len(replacing) == 1 and abs(replacing[0].source - replacing[0].target) >= 1
+    # The transferee's new INVITE (with Replaces in an attended transfer) names the
+    # transferor in Referred-By and is drawn between two other lanes than the REFER.
+    referred = [a for a in arrows if a.label == "INVITE" and "Referred-By:" in a.message.text]
+    refer = next(a for a in arrows if a.label == "REFER")
+    assert len(referred) == 1 and referred[0].source == refer.target
+    assert referred[0].target not in (refer.source, refer.target)
+    assert ("Replaces:" in referred[0].message.text) == (flow == "attended-transfer")
 
     root = parse_html(html_ladder(run))
     xs = _lane_xs(root)
