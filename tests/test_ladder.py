@@ -7,6 +7,8 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
+
 from twsip.flow.engine import Engine
 from twsip.flow.result import NodeRecord, ScenarioResult
 from twsip.flow.events import InstanceInfo, SipMessage
@@ -199,3 +201,72 @@ def test_html_ladder_and_report_of_a_real_run(network: FakeNetwork, tmp_path: Pa
     summary = summary_text(run)
     assert summary.startswith("Result: COMPLETED in ")
     assert "nodes: 6 completed; SIP messages: 7 on the wire, 14 captured" in summary
+
+
+# -- a three-party transfer ------------------------------------------------------------------
+
+CHAR_WIDTH = 7.3  # px per character of the ladder's 12 px monospace labels (at most)
+
+
+def _lane_xs(root: ET.Element) -> list[float]:
+    return [float(g.find("line").get("x1")) for g in root.iter("g") if g.get("class") == "lane"]
+
+
+def _label_span(text: ET.Element) -> tuple[float, float]:
+    """The horizontal extent a label's characters take, from its x and anchor."""
+    x, width = float(text.get("x")), len(text.text or "") * CHAR_WIDTH
+    anchor = text.get("text-anchor")
+    if anchor == "middle":
+        return x - width / 2, x + width / 2
+    return (x, x + width) if anchor == "start" else (x - width, x)
+
+
+@pytest.mark.parametrize("flow", ["attended-transfer", "blind-transfer"])
+def test_transfer_ladder_three_lanes_each_message_once_no_label_across_a_lane(
+        network: FakeNetwork, flow: str) -> None:
+    engine = Engine(InstanceManager(reactor=network), reactor=network)
+    run = network.run(engine.run(load_scenario(EXAMPLES / f"{flow}.json")))
+    assert run.outcome == "completed", run.reason
+    lanes, arrows = ladder_arrows(run)
+    assert len(lanes) == 3 and not any(lane.external for lane in lanes)
+    sent = [m for m in run.messages if m.direction == "out"]
+    received = [m for m in run.messages if m.direction == "in"]
+    assert len(arrows) == len(sent) == len(received)  # nothing lost in memory
+    on_wire = [dg for dg in network.log if dg.data[:1].isalpha()]  # SIP, not RTP
+    assert len(arrows) == len(on_wire)  # every datagram the network carried is drawn
+    assert [a.message for a in arrows] == sent  # each drawn once, at its sending
+    assert all(a.received is not None and a.received >= a.elapsed for a in arrows)
+    labels = {a.label for a in arrows}
+    assert {"REFER", "202 Accepted", "NOTIFY", "BYE"} <= labels
+    # The transferee's new INVITE (with Replaces in an attended transfer) names the
+    # transferor in Referred-By and is drawn between two other lanes than the REFER.
+    referred = [a for a in arrows if a.label == "INVITE" and "Referred-By:" in a.message.text]
+    refer = next(a for a in arrows if a.label == "REFER")
+    assert len(referred) == 1 and referred[0].source == refer.target
+    assert referred[0].target not in (refer.source, refer.target)
+    assert ("Replaces:" in referred[0].message.text) == (flow == "attended-transfer")
+
+    root = parse_html(html_ladder(run))
+    xs = _lane_xs(root)
+    assert len(xs) == 3
+    groups = msg_groups(root)
+    assert len(groups) == len(arrows)
+    for group in groups:
+        label = next(t for t in group.iter("text") if t.get("class") == "label")
+        lo, hi = _label_span(label)
+        crossed = [x for x in xs if lo - 2 < x < hi + 2]
+        assert crossed == [], (label.text, lo, hi, xs)
+
+
+def test_a_long_label_is_cut_to_its_gap_and_kept_whole_in_the_tooltip() -> None:
+    reason = "500 Server Internal Error " + "x" * 120
+    run = result([message(0.001, "out", A, B, "INVITE"), message(0.002, "in", B, A, "INVITE"),
+                  message(0.003, "out", B, A, reason), message(0.004, "in", A, B, reason)])
+    root = parse_html(html_ladder(run))
+    xs = _lane_xs(root)
+    group = msg_groups(root)[1]
+    label = next(t for t in group.iter("text") if t.get("class") == "label")
+    assert label.text.endswith("\u2026") and label.text[:-1] in reason
+    lo, hi = _label_span(label)
+    assert xs[0] < lo and hi < xs[1]
+    assert reason in group.find("title").text

@@ -378,3 +378,225 @@ async def test_midcall_examples_over_loopback_udp(name: str) -> None:
     result = await engine.run(load_scenario(EXAMPLES / f"{name}.json"))
     assert result.outcome == COMPLETED, result.reason
     assert not engine.instance_manager.instances
+
+
+# -- the paths §14 leaves to timers and answers of the peer --------------------------------
+
+def _offer(direction: str, version: int) -> bytes:
+    """A hand-written audio offer with an explicit direction and a session version."""
+    return (f"v=0\r\no=raw 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+            f"t=0 0\r\nm=audio 41000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na={direction}\r\n"
+            ).encode()
+
+
+def _phone_call(net: FakeNetwork, three) -> tuple[object, ServerSession, Request, Response]:
+    """A hand-written caller (RawPhone) in a confirmed call with instance 200."""
+    from raw_phone import RawPhone
+    _, y, _ = three
+    phone = RawPhone(net, y)
+    invite = phone.request("INVITE", extra={"content-type": ["application/sdp"]},
+                           body=_offer("sendrecv", 1))
+    phone.send(invite)
+    net.pump()
+    callee = net.result(y.incoming.get())
+    callee.answer()
+    net.pump()
+    ok = next(r for r in phone.received() if r.status == 200)
+    phone.send(phone.follow_up("ACK", invite, ok, cseq=1))
+    net.pump()
+    assert callee.established
+    return phone, callee, invite, ok
+
+
+def _in_dialog(phone, invite: Request, ok: Response, method: str, cseq: int,
+               body: bytes = b"") -> Request:
+    request = phone.follow_up(method, invite, ok, cseq=cseq)
+    if body:
+        request.set("content-type", "application/sdp")
+        request.body = body
+    return request
+
+
+def test_an_overlapping_reinvite_over_the_network_gets_500_and_the_call_survives(
+        net: FakeNetwork, three) -> None:
+    phone, callee, invite, ok = _phone_call(net, three)
+    hold = _in_dialog(phone, invite, ok, "INVITE", 2, _offer("sendonly", 2))
+    phone.send(hold)
+    net.pump()
+    [held_ok] = [r for r in phone.received() if r.status == 200]
+    assert b"a=recvonly" in held_ok.body and callee.negotiated.held_by_peer
+    # No ACK yet: the 2xx is still being retransmitted, and a new offer overlaps it.
+    overlapping = _in_dialog(phone, invite, ok, "INVITE", 3, _offer("sendrecv", 3))
+    phone.send(overlapping)
+    net.pump()
+    [refusal] = phone.received()
+    assert refusal.status == 500 and refusal.cseq.number == 3
+    assert 0 <= int(refusal.get("retry-after")) <= 10
+    assert callee.negotiated.held_by_peer  # the refused offer changed nothing
+    # The 500's ACK belongs to its transaction (§17.1.1.3): the INVITE's branch.
+    phone.send(phone.follow_up("ACK", overlapping, refusal, cseq=3, same_branch=True))
+    net.advance(0.6)  # the 2xx to CSeq 2 is resent meanwhile (§13.3.1.4)
+    assert [r.status for r in phone.received()] == [200]
+    phone.send(_in_dialog(phone, invite, ok, "ACK", 2))
+    net.advance(1)
+    assert phone.received() == [] and callee.established
+    # The call goes on: the retried offer is accepted, the peer is back to sendrecv.
+    phone.send(_in_dialog(phone, invite, ok, "INVITE", 4, _offer("sendrecv", 3)))
+    net.pump()
+    [back] = phone.received()
+    assert back.status == 200 and b"a=sendrecv" in back.body
+    phone.send(_in_dialog(phone, invite, ok, "ACK", 4))
+    net.advance(40)  # past 64*T1: nothing ends the call
+    assert callee.established and not callee.negotiated.held_by_peer
+    assert phone.received() == []
+    callee.hangup()
+    net.pump()
+    [(data, _)] = phone.endpoint.take()
+    bye = parse(data)
+    assert bye.method == "BYE" and bye.cseq.number == 1  # our first request in the dialog
+    phone.send(bye.response(200))
+    net.pump()
+    finish(net)
+
+
+@pytest.mark.parametrize("status,retry_after", [
+    (500, "5"), (503, "5"),
+    # RFC 3261 §20.33: delta-seconds [ comment ] *( SEMI retry-param )
+    (503, "5 (in a meeting)"), (500, "5;duration=60"), (503, "5 (busy);duration=60")])
+def test_a_retry_after_answer_to_our_reinvite_is_retried_after_that_delay(
+        net: FakeNetwork, status: int, retry_after: str) -> None:
+    caller, peer, session = _raw_call(net)
+    d = session.hold()
+    net.pump()
+    first = parse(peer.take()[0][0])
+    refusal = first.response(status, to_tag="peer1")
+    refusal.set("retry-after", retry_after)
+    peer.send(refusal.to_bytes(), caller.address)
+    net.pump()
+    assert [parse(m).method for m, _ in peer.take()] == ["ACK"]
+    assert not d.called
+    net.advance(4.99)
+    assert peer.take() == []  # not before the Retry-After
+    net.advance(0.02)
+    retry = parse(peer.take()[0][0])
+    assert retry.method == "INVITE" and retry.cseq.number == first.cseq.number + 1
+    assert b"a=sendonly" in retry.body
+    ok = retry.response(200, to_tag="peer1")
+    ok.set("content-type", "application/sdp")
+    ok.body = sdp.build_answer(retry.body, ("PCMU",), "127.0.0.1", 40000)
+    peer.send(ok.to_bytes(), caller.address)
+    net.pump()
+    assert net.result(d).local_direction is Direction.SENDONLY
+    assert session.established
+    finish(net)
+
+
+def test_a_retry_after_too_long_fails_the_reinvite_and_keeps_the_call(
+        net: FakeNetwork) -> None:
+    caller, peer, session = _raw_call(net)
+    before = session.negotiated
+    d = session.hold()
+    net.pump()
+    first = parse(peer.take()[0][0])
+    refusal = first.response(503, to_tag="peer1")
+    refusal.set("retry-after", "3600")
+    peer.send(refusal.to_bytes(), caller.address)
+    net.pump()
+    with pytest.raises(CallFailed) as info:
+        net.result(d)
+    assert info.value.status == 503
+    assert session.established and session.negotiated is before
+    finish(net)
+
+
+@pytest.mark.parametrize("status", [408, 481])
+def test_a_408_or_481_to_our_reinvite_ends_the_call(net: FakeNetwork, status: int) -> None:
+    caller, peer, session = _raw_call(net)
+    d = session.hold()
+    net.pump()
+    reinvite = parse(peer.take()[0][0])
+    peer.send(reinvite.response(status, to_tag="peer1").to_bytes(), caller.address)
+    net.pump()
+    with pytest.raises(CallFailed) as info:
+        net.result(d)
+    assert info.value.status == status
+    sent = [parse(m) for m, _ in peer.take()]
+    assert [m.method for m in sent] == ["ACK", "BYE"]  # §12.2.1.2: the dialog is over
+    assert session.ended
+    finish(net)
+
+
+def test_an_unanswered_reinvite_times_out_and_ends_the_call(net: FakeNetwork) -> None:
+    caller, peer, session = _raw_call(net)
+    d = session.hold()
+    net.advance(33)  # Timer B (64*T1) without any answer
+    with pytest.raises(CallFailed) as info:
+        net.result(d)
+    assert info.value.status == 408
+    assert session.ended
+    assert "BYE" in [parse(m).method for m, _ in peer.take()]
+    finish(net)
+
+
+def test_the_transferee_ends_the_old_call_when_the_transferor_does_not(
+        net: FakeNetwork, three) -> None:
+    from twsip.sip.transfer import TRANSFEREE_BYE_GRACE
+    x, y, z = three
+    caller, callee = call(net, x, y)
+    # The transferor (y) REFERs by hand, so nothing of ours hangs up after the NOTIFY.
+    refer = callee.in_dialog_request("REFER")
+    refer.set("refer-to", f"<{z.uri}>")
+    answers: list[int] = []
+
+    class Got:
+        def receive_response(self, response: Response) -> None:
+            answers.append(response.status)
+
+        def timed_out(self) -> None:
+            answers.append(408)
+
+    mark = len(net.log)
+    ClientNonInviteTransaction(y.transactions, refer, callee.destination(), Got())
+    net.pump()
+    net.result(z.incoming.get()).answer()
+    net.advance(0.1)
+    assert answers == [202]
+    notifies = [parse(dg.data) for dg in net.log[mark:] if dg.data.startswith(b"NOTIFY")]
+    assert [parse_sipfrag(n.body) for n in notifies] == [(100, "Trying"), (200, "OK")]
+    # y sent its REFER by hand, so it knows no subscription: 481 to both NOTIFYs, which
+    # ends the subscription (RFC 6665 §4.1.3) but not the call.
+    new = caller.midcall.successor
+    assert isinstance(new, ClientSession) and new.established
+    assert caller.established and callee.established  # nobody has left the old call yet
+    net.advance(TRANSFEREE_BYE_GRACE - 0.2)
+    assert caller.established
+    net.advance(0.2)
+    assert caller.ended and callee.ended
+    assert caller.end_reason == "local hangup" and callee.end_reason == "remote hangup"
+    assert new.established  # the new call stays
+    finish(net)
+
+
+def test_a_call_ended_while_a_retry_waits_sends_no_retry(net: FakeNetwork) -> None:
+    caller, peer, session = _raw_call(net)
+    d = session.hold()
+    net.pump()
+    first = parse(peer.take()[0][0])
+    refusal = first.response(500, to_tag="peer1")
+    refusal.set("retry-after", "5")
+    peer.send(refusal.to_bytes(), caller.address)
+    net.pump()
+    peer.take()  # the ACK of the 500
+    bye = Request("BYE", first.uri, {
+        "via": [f"SIP/2.0/UDP {peer.address[0]}:{peer.address[1]};branch=z9hG4bKbye1"],
+        "max-forwards": ["70"], "from": [first.get("to")],
+        "to": [first.get("from")], "call-id": [first.call_id], "cseq": ["7 BYE"]})
+    peer.send(bye.to_bytes(), caller.address)
+    net.pump()
+    assert [parse(m).status for m, _ in peer.take()] == [200]
+    with pytest.raises(CallFailed) as info:
+        net.result(d)
+    assert info.value.status == 481 and session.ended
+    net.advance(10)
+    assert peer.take() == []  # the retry never went out
+    finish(net)

@@ -165,6 +165,18 @@ def _color(value: str | None, fallback: str = "#64748b") -> str:
     return value if value and _COLOR.match(value) else fallback
 
 
+_CHAR_WIDTH = 7.3  # px per character of a 12 px monospace label (at most, across fonts)
+_LABEL_MARGIN = 10  # px kept free between a label and a lifeline
+_MIN_GAP, _MAX_GAP = 220, 360  # px between lifelines
+
+
+def _fit(label: str, room: float) -> str:
+    """`label` cut (with an ellipsis) to the characters that fit in `room` px; the whole
+    message is still in the arrow's tooltip and in the listing."""
+    fits = max(int(room // _CHAR_WIDTH), 1)
+    return label if len(label) <= fits else label[: fits - 1] + "\u2026"
+
+
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #1e293b; }
 h1 { font-size: 1.3em; margin: 0 0 .3em 0; }
@@ -204,11 +216,16 @@ _SCRIPT = """
 def html_ladder(result: ScenarioResult, title: str | None = None) -> str:
     """One self-contained, well-formed HTML page: ladder, node table, every message."""
     lanes, arrows = ladder_arrows(result)
-    lane_gap, left, top, row_h = 220, 90, 70, 30
+    several_calls = len({a.message.call_id for a in arrows}) > 1
+    labels = [arrow.label + (f" [{arrow.call}]" if several_calls else "") for arrow in arrows]
+    # Lanes as far apart as the longest label needs (within bounds): a label sits in one
+    # gap between two lifelines, so it never runs across a lifeline; longer ones are cut.
+    longest = max((len(label) for label in labels), default=0)
+    lane_gap = min(max(_MIN_GAP, round(longest * _CHAR_WIDTH) + 2 * _LABEL_MARGIN), _MAX_GAP)
+    left, top, row_h = 90, 70, 30
     xs = [left + lane_gap // 2 + k * lane_gap for k in range(len(lanes))]
     width = (xs[-1] + lane_gap // 2 + 20) if xs else 300
     height = top + 20 + row_h * (len(arrows) + 1)
-    several_calls = len({a.message.call_id for a in arrows}) > 1
     title = title or f"twsip ladder: {result.outcome}"
 
     svg: list[str] = [
@@ -232,18 +249,24 @@ def html_ladder(result: ScenarioResult, title: str | None = None) -> str:
         y = top + 10 + row_h * row
         a, b = xs[arrow.source], xs[arrow.target]
         color = _color(lanes[arrow.source].color)
-        label = arrow.label + (f" [{arrow.call}]" if several_calls else "")
         text = arrow.message.text
         if a == b:
             shape = (f'<path class="shaft" d="M {a} {y - 6} h 40 v 12 h -40" fill="none" '
                      f'stroke="{color}" stroke-width="1.5" marker-end="url(#head{arrow.source})"/>')
             label_x, anchor = a + 46, "start"
+            last = arrow.source == len(lanes) - 1  # only the margin is left on its right
+            room = (lane_gap // 2 + 20 if last else lane_gap) - 46 - _LABEL_MARGIN
         else:
             shape = (f'<line class="shaft" x1="{a}" y1="{y}" x2="{b}" y2="{y}" '
                      f'stroke="{color}" stroke-width="1.5" marker-end="url(#head{arrow.source})"/>'
                      f'<line x1="{a}" y1="{y}" x2="{b}" y2="{y}" stroke="transparent" '
                      f'stroke-width="14"/>')
-            label_x, anchor = (a + b) // 2, "middle"
+            # In the gap next to the sender: an arrow that spans lanes (the transferee's
+            # INVITE to the target, past the transferor) would otherwise have its label
+            # centred on the lifeline it passes.
+            label_x = a + (lane_gap if b > a else -lane_gap) // 2
+            anchor, room = "middle", lane_gap - 2 * _LABEL_MARGIN
+        label = _fit(labels[row], room)
         svg.append(
             f'<g class="msg" data-index="{arrow.index}" tabindex="0">'
             f'<title>{_text(text)}</title>'

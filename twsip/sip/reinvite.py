@@ -16,6 +16,7 @@ not import the session classes (they import it).
 from __future__ import annotations
 
 import random
+import re
 from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred
@@ -40,6 +41,10 @@ MAX_ATTEMPTS = 4       # the first try and up to three retries after 491 or 500
 MAX_RETRY_AFTER = 10   # seconds; a longer Retry-After fails the re-INVITE instead
 
 MakeOffer = Callable[[MediaSession], bytes]
+
+# Retry-After = delta-seconds [ comment ] *( SEMI retry-param ) (RFC 3261 §20.33, §25.1):
+# the seconds may be followed by a comment such as "(in a meeting)", by parameters, or both.
+_RETRY_AFTER = re.compile(r"\s*([0-9]{1,10})\s*(?:\(|;|$)")
 
 
 class ReofferingDialog(Protocol):
@@ -158,8 +163,8 @@ class ReInvite:
         if response.status == 491:
             return glare_delay(self.dialog.owns_call_id)
         if response.status in (500, 503):
-            value = (response.get("retry-after") or "").partition(";")[0].strip()
-            seconds = wire_number(value) if value else None
+            match = _RETRY_AFTER.match(response.get("retry-after") or "")
+            seconds = wire_number(match.group(1)) if match else None
             if seconds is not None and seconds <= MAX_RETRY_AFTER:
                 return float(seconds)
         return None
