@@ -80,9 +80,12 @@ class CallMedia:
              ) -> CallMedia:
         """Bind a new endpoint on `host` (a free port) and, with `record_path`, record."""
         recording = WavWriter(record_path) if record_path is not None else None
-        endpoint = RtpEndpoint(reactor, recorder=recording)  # type: ignore[arg-type]
+        # The media layer types the reactor by Twisted's zope interfaces, twsip by Protocols
+        # (twsip.interfaces): the same object, which mypy cannot match across the two.
+        twisted_reactor: Any = reactor
+        endpoint = RtpEndpoint(twisted_reactor, recorder=recording)
         try:
-            listen_rtp(reactor, endpoint, 0, host=host)  # type: ignore[arg-type]
+            listen_rtp(twisted_reactor, endpoint, 0, host=host)
         except Exception:
             if recording is not None:
                 recording.close()
@@ -130,12 +133,13 @@ class CallMedia:
     async def _send_infos(self, digits: str, interval_ms: int, duration_ms: int) -> str:
         from twisted.internet.task import deferLater
 
+        clock: Any = self.clock  # a TimeSource; deferLater is typed with IReactorTime
         assert self.send_info is not None
         for index, digit in enumerate(digits):
             if self.closed:
                 return "stopped"
             if index:
-                await deferLater(self.clock, interval_ms / 1000, lambda: None)  # type: ignore[arg-type]
+                await deferLater(clock, interval_ms / 1000, lambda: None)
             await self.send_info(digit)
         return "info"
 
