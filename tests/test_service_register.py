@@ -53,6 +53,11 @@ def test_options_parse_register_and_refuse_what_local_mode_cannot_reach() -> Non
         with pytest.raises(usage.UsageError):
             Options().parseOptions(bad)
     assert parse_pbx("localhost") == ("localhost", 5060)
+    options = Options()
+    options.parseOptions(["--register", "localhost:5070", "--register-transport", "tcp"])
+    assert options["pbx"].transport == "TCP"
+    with pytest.raises(usage.UsageError):
+        Options().parseOptions(["--register", "127.0.0.1", "--register-transport", "sctp"])
 
 
 def test_a_nodes_own_pbx_is_kept() -> None:

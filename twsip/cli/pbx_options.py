@@ -80,7 +80,8 @@ class PbxOptions(usage.Options):
          "HOST:PORT of a PBX on 127.0.0.0/8 that every instance registers to (unless its "
          "sipInstance node names its own pbxHost); passwords from TWSIP_PASSWORD_<DN> or "
          "TWSIP_PASSWORD."],
-        ["register-transport", None, "UDP", "UDP or TCP to the --register PBX.", _transport],
+        ["register-transport", None, "UDP",
+         "UDP or TCP (one connection per instance) to the --register PBX.", _transport],
         ["auth-user", None, None,
          "Digest username for --register [default: each instance's DN]."],
         ["register-interval", None, None,
