@@ -97,6 +97,9 @@ async def test_register_and_call_through_kamailio(kamailio: KamailioProcess,
     assert alice[start:start + 4] == ["> INVITE", "< 407 Proxy Authentication Required",
                                       "> ACK", "> INVITE"], alice
     assert "> BYE" in alice and "< INVITE" in bob and "< BYE" in bob
+    bye_at = alice.index("> BYE")  # the PBX challenges the BYE too: answered
+    assert alice[bye_at:bye_at + 4] == ["> BYE", "< 407 Proxy Authentication Required",
+                                        "> BYE", "< 200 OK"], alice
     assert alice[-2:] == ["> REGISTER", "< 200 OK"]  # Expires: 0 at the end
     signed = [m for m in result.messages if m.dn == "100" and m.summary == "REGISTER"][1]
     assert f"algorithm={kamailio.algorithm}" in signed.text and "qop=auth" in signed.text
@@ -105,8 +108,10 @@ async def test_register_and_call_through_kamailio(kamailio: KamailioProcess,
     assert 'response="***"' in invites[1].text and PASSWORD not in invites[1].text
     incoming = next(m for m in result.messages if m.dn == "200" and m.summary == "INVITE")
     assert "Record-Route:" in incoming.text
-    bye = next(m for m in result.messages if m.dn == "100" and m.summary == "BYE")
+    byes = [m for m in result.messages if m.dn == "100" and m.summary == "BYE"]
+    bye = byes[0]
     assert f"Route: <sip:127.0.0.1:{kamailio.port};lr" in bye.text
+    assert "Proxy-Authorization: Digest" in byes[1].text and PASSWORD not in byes[1].text
     assert bye.peer == ("127.0.0.1", kamailio.port)
     assert not manager.instances and not manager.registrations
     assert await bound_at(kamailio.port, "100") == 404
@@ -199,6 +204,9 @@ async def test_register_and_call_through_kamailio_over_tcp(
     assert alice[start:start + 4] == ["> INVITE", "< 407 Proxy Authentication Required",
                                       "> ACK", "> INVITE"], alice
     assert "> BYE" in alice and "< INVITE" in bob and "< BYE" in bob
+    bye_at = alice.index("> BYE")
+    assert alice[bye_at:bye_at + 4] == ["> BYE", "< 407 Proxy Authentication Required",
+                                        "> BYE", "< 200 OK"], alice
     assert alice[-2:] == ["> REGISTER", "< 200 OK"]
     register = next(m for m in result.messages if m.dn == "100" and m.summary == "REGISTER")
     assert "Via: SIP/2.0/TCP 127.0.0.1:" in register.text
