@@ -56,8 +56,9 @@ def test_framer_cuts_by_content_length_whatever_the_chunks() -> None:
     (b"X" * 70000, "no end of headers"),
 ])
 def test_framer_refuses_what_cannot_be_framed(data: bytes, why: str) -> None:
-    with pytest.raises(FramingError, match=why):
-        StreamFramer().feed(data)
+    with pytest.raises(FramingError, match=why) as info:
+        StreamFramer().feed(message(b"ok") + data)
+    assert info.value.frames == [message(b"ok")]  # what came before is still delivered
 
 
 # -- §17 on a reliable transport --------------------------------------------------------------

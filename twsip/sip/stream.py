@@ -21,7 +21,7 @@ import re
 from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import ClientFactory
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -50,7 +50,10 @@ SendFunction = Callable[[bytes, Address, Message], None]
 
 class FramingError(Exception):
     """The stream cannot be cut into messages any more (§18.3): a missing or bad
-    Content-Length, or a message too large. The connection has to go."""
+    Content-Length, or a message too large. The connection has to go; `frames` are the
+    whole messages cut before the fault, still to be delivered."""
+
+    frames: list[bytes] = []
 
 
 class StreamFramer:
@@ -66,9 +69,17 @@ class StreamFramer:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
-        buffer = self._buffer
-        buffer += data
+        self._buffer += data
         frames: list[bytes] = []
+        try:
+            self._cut(frames)
+        except FramingError as exc:
+            exc.frames = frames
+            raise
+        return frames
+
+    def _cut(self, frames: list[bytes]) -> None:
+        buffer = self._buffer
         while True:
             start = 0
             while buffer[start:start + 2] == b"\r\n":
@@ -79,7 +90,7 @@ class StreamFramer:
             if end < 0:
                 if len(buffer) > self.limit:
                     raise FramingError(f"no end of headers within {self.limit} bytes")
-                return frames
+                return
             head = bytes(buffer[:end])
             match = _LENGTH.search(head)
             if match is None:
@@ -93,7 +104,7 @@ class StreamFramer:
             if total > self.limit:
                 raise FramingError(f"a message of {total} bytes (at most {self.limit})")
             if len(buffer) < total:
-                return frames
+                return
             frames.append(bytes(buffer[:total]))
             del buffer[:total]
 
@@ -122,18 +133,50 @@ class _SipStream(TwistedProtocol):
     def __init__(self, owner: PbxConnection) -> None:
         self.owner = owner
         self.framer = StreamFramer()
+        self.made: Deferred[_SipStream] | None = None  # fired once connected
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         try:
             frames = self.framer.feed(data)
         except FramingError as exc:
-            frames = []
+            for frame in exc.frames:
+                self.owner.deliver(frame)
             self.owner.framing_failed(self, exc)
+            return
         for frame in frames:
             self.owner.deliver(frame)
 
+    def connectionMade(self) -> None:  # noqa: N802
+        made, self.made = self.made, None
+        if made is not None and not made.called:
+            made.callback(self)
+
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]  # noqa: N802
         self.owner.lost(self, reason)
+
+
+class _OneConnection(ClientFactory):
+    """Opens one connection for `stream`; `made` fires with it or fails. Quiet: a
+    thousand instances must not log a thousand "Starting factory" lines."""
+
+    noisy = False
+
+    def __init__(self, stream: _SipStream) -> None:
+        self.stream = stream
+        self.connector: Any = None
+        self.made: Deferred[_SipStream] = Deferred(self._cancel)
+        stream.made = self.made
+
+    def _cancel(self, _: object) -> None:
+        if self.connector is not None:
+            self.connector.disconnect()  # stops a connection attempt, or closes
+
+    def buildProtocol(self, addr: object) -> _SipStream:  # noqa: N802
+        return self.stream
+
+    def clientConnectionFailed(self, connector: object, reason: Failure) -> None:  # noqa: N802
+        if not self.made.called:
+            self.made.errback(reason)
 
 
 class PbxConnection:
@@ -167,9 +210,11 @@ class PbxConnection:
     def connect(self) -> Deferred[None]:
         if self.stream is not None:
             return succeed(None)
-        endpoint = TCP4ClientEndpoint(self.reactor, self.pbx[0], self.pbx[1],
-                                      timeout=self.timeout)
-        d = self._connecting = connectProtocol(endpoint, _SipStream(self))
+        factory = _OneConnection(_SipStream(self))
+        d: Deferred[Any] = factory.made
+        self._connecting = d
+        factory.connector = self.reactor.connectTCP(self.pbx[0], self.pbx[1], factory,
+                                                    timeout=self.timeout)
 
         def up(stream: _SipStream) -> None:
             self._connecting = None
