@@ -97,6 +97,9 @@ async def test_register_and_call_through_kamailio(kamailio: KamailioProcess,
     assert alice[start:start + 4] == ["> INVITE", "< 407 Proxy Authentication Required",
                                       "> ACK", "> INVITE"], alice
     assert "> BYE" in alice and "< INVITE" in bob and "< BYE" in bob
+    bye_at = alice.index("> BYE")  # the PBX challenges the BYE too: answered
+    assert alice[bye_at:bye_at + 4] == ["> BYE", "< 407 Proxy Authentication Required",
+                                        "> BYE", "< 200 OK"], alice
     assert alice[-2:] == ["> REGISTER", "< 200 OK"]  # Expires: 0 at the end
     signed = [m for m in result.messages if m.dn == "100" and m.summary == "REGISTER"][1]
     assert f"algorithm={kamailio.algorithm}" in signed.text and "qop=auth" in signed.text
@@ -105,8 +108,10 @@ async def test_register_and_call_through_kamailio(kamailio: KamailioProcess,
     assert 'response="***"' in invites[1].text and PASSWORD not in invites[1].text
     incoming = next(m for m in result.messages if m.dn == "200" and m.summary == "INVITE")
     assert "Record-Route:" in incoming.text
-    bye = next(m for m in result.messages if m.dn == "100" and m.summary == "BYE")
+    byes = [m for m in result.messages if m.dn == "100" and m.summary == "BYE"]
+    bye = byes[0]
     assert f"Route: <sip:127.0.0.1:{kamailio.port};lr" in bye.text
+    assert "Proxy-Authorization: Digest" in byes[1].text and PASSWORD not in byes[1].text
     assert bye.peer == ("127.0.0.1", kamailio.port)
     assert not manager.instances and not manager.registrations
     assert await bound_at(kamailio.port, "100") == 404
@@ -172,3 +177,43 @@ async def test_registration_refreshed_at_the_interval(kamailio: KamailioProcess,
     assert 0.9 < refresh.time - registers[1].time < 1.5
     assert "Expires: 0" in registers[3].text
     assert await bound_at(kamailio.port, "100") == 404
+
+
+def over_tcp(flow_text: str) -> str:
+    data = json.loads(flow_text)
+    for item in data["nodes"]:
+        if item["type"] == "sipInstance":
+            item["data"]["pbxTransport"] = "TCP"
+    return json.dumps(data)
+
+
+@pytest_twisted.ensureDeferred
+async def test_register_and_call_through_kamailio_over_tcp(
+        kamailio: KamailioProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pbxTransport TCP: one connection per instance, REGISTER, INVITE (407), the call
+    delivered back over the callee's connection, BYE; no retransmission on the way, and
+    every connection closed afterwards."""
+    monkeypatch.setenv("TWSIP_PASSWORD", PASSWORD)
+    manager = InstanceManager(base_port=0)
+    result = await Engine(manager).run(parse_scenario(over_tcp(call_flow(kamailio.port))))
+    alice, bob = sent(result, "100"), sent(result, "200")
+    assert result.outcome == "completed", (result.reason, alice, bob, kamailio.log[-3000:])
+    assert alice[:4] == ["> REGISTER", "< 401 Unauthorized", "> REGISTER", "< 200 OK"]
+    assert bob[:4] == ["> REGISTER", "< 401 Unauthorized", "> REGISTER", "< 200 OK"]
+    start = alice.index("> INVITE")
+    assert alice[start:start + 4] == ["> INVITE", "< 407 Proxy Authentication Required",
+                                      "> ACK", "> INVITE"], alice
+    assert "> BYE" in alice and "< INVITE" in bob and "< BYE" in bob
+    bye_at = alice.index("> BYE")
+    assert alice[bye_at:bye_at + 4] == ["> BYE", "< 407 Proxy Authentication Required",
+                                        "> BYE", "< 200 OK"], alice
+    assert alice[-2:] == ["> REGISTER", "< 200 OK"]
+    register = next(m for m in result.messages if m.dn == "100" and m.summary == "REGISTER")
+    assert "Via: SIP/2.0/TCP 127.0.0.1:" in register.text
+    assert ";transport=tcp>" in register.text
+    incoming = next(m for m in result.messages if m.dn == "200" and m.summary == "INVITE")
+    assert "Via: SIP/2.0/TCP" in incoming.text and incoming.peer == ("127.0.0.1",
+                                                                       kamailio.port)
+    assert not manager.instances and not manager.streams
+    assert await bound_at(kamailio.port, "100") == 404
+    assert await bound_at(kamailio.port, "200") == 404

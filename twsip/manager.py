@@ -25,6 +25,7 @@ from twsip.sip.dialog import ClientSession
 from twsip.sip.instance import SipInstance
 from twsip.sip.limits import DEFAULT_MAX_CALL_SECONDS, DEFAULT_MAX_CALLS
 from twsip.sip.registration import DEFAULT_EXPIRES, Registration, RegistrationFailed
+from twsip.sip.stream import StreamRouter
 from twsip.sip.transaction import TimerSettings
 from twsip.sip.uri import Address, is_loopback, loopback_address
 
@@ -142,6 +143,8 @@ class InstanceManager:
         # instance id -> its binding at its PBX, for the instances that registered
         self.registrations: dict[str, Registration] = {}
         self.register_timeout = register_timeout  # a PBX that never answers fails then
+        # instance id -> its TCP connections (pbxTransport TCP), closed at cleanup
+        self.streams: dict[str, StreamRouter] = {}
 
     # -- ports -----------------------------------------------------------------------------
     def allocate_port(self, protocol: SipInstance) -> ListeningPort:
@@ -281,7 +284,9 @@ class InstanceManager:
                 who=f"instance {config.id!r} (DN {config.dn})",
                 timeout=self.register_timeout)
             self.registrations[config.id] = registration
-            started.append((managed, registration.register()))
+            tcp = (config.pbx_transport or "UDP").upper() == "TCP"
+            started.append((managed, self._over_tcp(managed, registration) if tcp
+                            else registration.register()))
         results = await DeferredList([d for _, d in started], consumeErrors=True)
         for (managed, _), (ok, value) in zip(started, results):
             if ok:
@@ -290,6 +295,25 @@ class InstanceManager:
         for ok, value in results:
             if not ok:
                 cast(Failure, value).raiseException()
+
+    def _over_tcp(self, managed: ManagedInstance, registration: Registration
+                  ) -> Deferred[int]:
+        """Connect to the PBX over TCP (RFC 3261 §18), then register over the
+        connection; a PBX that does not take the connection fails as 503."""
+        router = self.streams[managed.config.id] = StreamRouter.install(managed.ua)
+        d: Deferred[Any] = router.connect(registration.registrar, self.reactor,
+                                          timeout=min(self.register_timeout, 5.0))
+
+        def refused(failure: Failure) -> Failure:
+            registration.last_status = 503
+            return Failure(RegistrationFailed(registration.who, registration.where, 503,
+                                              failure.getErrorMessage()))
+
+        def register(_: object) -> Any:
+            return registration.register()
+
+        d.addCallbacks(register, refused)
+        return cast("Deferred[int]", d)
 
     def dial(self, ua: SipInstance, target: str, timeout: float | None) -> ClientSession:
         """Start a call from `ua`: through its PBX when it is registered there and the
@@ -336,9 +360,14 @@ class InstanceManager:
                                                dn=managed.config.dn, step=step))
             return d
 
+        streams = list(self.streams.values())
+        self.streams.clear()
+
         def stop_ports(_: object) -> Deferred[Any]:
-            return DeferredList([each("closing its port", m.listening_port.stopListening, m)
-                                 for m in managed_all])
+            closing = [router.close() for router in streams]  # TCP connections too
+            return DeferredList([*closing, *(
+                each("closing its port", m.listening_port.stopListening, m)
+                for m in managed_all)])
 
         def clean_instances(_: object) -> Deferred[Any]:
             return DeferredList([each("cleanup", m.ua.cleanup, m) for m in managed_all])

@@ -21,18 +21,19 @@ import sys
 from typing import Any, Callable, Mapping, Protocol
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ReactorNotRunning
 from twisted.logger import Logger
 from twisted.python import usage
 
 from twsip.cli.instruments import Instruments, serve_with_modes
+from twsip.cli.pbx_options import PbxOptions, PbxSettings, pbx_settings, with_pbx
 from twsip.cli.twistd_options import TesterOptions, TesterSettings, tester_settings
 from twsip.flow.demo import demo_graph
 from twsip.flow.engine import Engine
 from twsip.flow.events import EventStream
 from twsip.flow.model import ExecutionGraph, ScenarioError, graph_for_instances, load_scenario
-from twsip.flow.registry import check_runnable
+from twsip.flow.registry import check_pbx, check_runnable
 from twsip.flow.result import ScenarioResult
 from twsip.interfaces import UDPReactor
 from twsip.manager import LOCAL_HOST, InstanceManager
@@ -76,7 +77,7 @@ _max_call_seconds = _whole_number(0, 100_000_000, "seconds cannot be negative",
                                   "Whole seconds; 0 means no limit.")
 
 
-class Options(TesterOptions):
+class Options(TesterOptions, PbxOptions):
     """The command line of ``twistd sipinstances`` (the tester options: `TesterOptions`)."""
 
     synopsis = ("[--instances N | --scenario FILE] [--base-port PORT] [--quiet] "
@@ -143,6 +144,13 @@ class Options(TesterOptions):
             graph = graph_for_instances(self["instances"])
         self["graph"] = graph
         self.check_testers(graph)
+        self.check_pbx()
+        for config in with_pbx(graph.configs, self["pbx"]):
+            if config.register and config.pbx_host:
+                try:
+                    check_pbx(config)
+                except ScenarioError as exc:
+                    raise usage.UsageError(str(exc)) from None
 
 
 class ServiceReactor(UDPReactor, Protocol):
@@ -176,8 +184,10 @@ class SipInstancesService(service.Service):
                  reactor: ServiceReactor | None = None,
                  max_calls: int = DEFAULT_MAX_CALLS,
                  max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
-                 testers: TesterSettings | None = None) -> None:
+                 testers: TesterSettings | None = None,
+                 pbx: PbxSettings | None = None) -> None:
         self.graph = graph
+        self.pbx = pbx  # --register: the PBX of instances whose node names none
         self.base_port = base_port
         self.max_retries = max_retries
         self.host = host
@@ -200,6 +210,7 @@ class SipInstancesService(service.Service):
         self.manager: InstanceManager | None = None
         self.failure: Exception | None = None
         self._serving = Outcome()  # fires with the manager or the creation error
+        self._registering: Deferred[None] | None = None  # --register, before serving
 
     # -- the hook for what runs once the instances serve -----------------------------------
     def when_serving(self) -> Deferred[InstanceManager]:
@@ -226,10 +237,36 @@ class SipInstancesService(service.Service):
                 trace_messages=self.trace_messages, max_calls=self.max_calls,
                 max_call_seconds=self.max_call_seconds, media=self.testers.media,
                 record_dir=self.testers.record_dir)
-            created = self.manager.create_instances(self.graph.configs)
+            configs = with_pbx(self.graph.configs, self.pbx)
+            created = self.manager.create_instances(configs)
         except Exception as exc:  # InstanceCreationError, PortAllocationError, ValueError
             self._start_failed(exc)
             return
+        if any(c.register and c.pbx_host for c in configs):
+            # Serving starts once every binding is in place; a refusal is a start failure.
+            manager = self.manager
+            d = self._registering = Deferred.fromCoroutine(manager.register(created))
+            d.addCallbacks(lambda _: self._serve(created),
+                           lambda f: self._registration_failed(manager, f))
+            return
+        self._serve(created)
+
+    def _registration_failed(self, manager: InstanceManager, failure: Any) -> object:
+        """Nothing stays registered or bound, then the usual one-line start failure
+        (a stop while registering cancelled it: stopService cleans up then)."""
+        self._registering = None
+        if failure.check(CancelledError):
+            return None
+        exc = failure.value
+        if self.manager is manager:
+            self.manager = None
+        d = manager.cleanup()
+        d.addCallback(lambda _: self._start_failed(exc))
+        return d
+
+    def _serve(self, created: list[Any]) -> None:
+        self._registering = None
+        assert self.manager is not None
         self._start_instruments(created)
         serve_with_modes(self.manager, self.auto_answer, self.testers.answers,
                          self.testers.default)
@@ -297,6 +334,8 @@ class SipInstancesService(service.Service):
         super().stopService()
         if self._serving.done:  # when_serving() now waits for the next start
             self._serving = Outcome()
+        if self._registering is not None:
+            self._registering.cancel()
         manager = self.manager
         if manager is None or not manager.instances:
             self._stop_instruments()
@@ -414,4 +453,5 @@ def makeService(options: Mapping[str, Any]) -> SipInstancesService:  # noqa: N80
         max_calls=options.get("max-calls", DEFAULT_MAX_CALLS),
         max_call_seconds=options.get("max-call-seconds", DEFAULT_MAX_CALL_SECONDS),
         testers=tester_settings(options),
+        pbx=pbx_settings(options),
     )

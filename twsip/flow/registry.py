@@ -76,8 +76,7 @@ def check_runnable(graph: ExecutionGraph) -> None:
     unfit for this graph (a MakeCall whose target is neither a DN of the flow nor a
     loopback sip: URI), and instances whose PBX local mode cannot reach: `pbxHost` must be
     a loopback literal or ``localhost`` (mapped to 127.0.0.1 without a lookup), and the
-    transport UDP (TCP is not done yet: a PBX test that quietly ran over another transport
-    would pass for nothing).
+    transport UDP or TCP (anything else would quietly run over another transport).
     """
     for config in graph.configs:
         if config.register and config.pbx_host:
@@ -105,11 +104,9 @@ def check_pbx(config: SipInstanceConfig) -> None:
             f"on 127.0.0.0/8 (an IPv4 literal such as 127.0.0.1, or localhost), and never "
             f"looks a name up", config.id, "data.pbxHost", config.label)
     transport = (config.pbx_transport or "UDP").upper()
-    if transport != "UDP":
-        why = ("twsip registers over UDP only for now" if transport == "TCP"
-               else "pbxTransport is UDP or TCP")
-        raise ScenarioError(f"pbxTransport {config.pbx_transport!r}: {why}",
-                            config.id, "data.pbxTransport", config.label)
+    if transport not in ("UDP", "TCP"):
+        raise ScenarioError(f"pbxTransport {config.pbx_transport!r}: pbxTransport is UDP "
+                            f"or TCP", config.id, "data.pbxTransport", config.label)
 
 
 def supported_nodes_markdown() -> str:

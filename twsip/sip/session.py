@@ -25,6 +25,7 @@ from twsip.sip.call_media import (
     dtmf_info_body,
     parse_dtmf_info,
 )
+from twsip.sip.challenged import send_answering_challenges
 from twsip.sip.limits import CallLimits
 from twsip.sip.message import Message, NameAddr, Request, Response, request_headers
 from twsip.sip.midcall_state import MidCallState
@@ -172,8 +173,8 @@ class Session:
         if self.state is not CONFIRMED:
             return fail(CallFailed(481, f"call {self.call_id} is not established"))
         outcome = self._hangup = Outcome()
-        ClientNonInviteTransaction(self.ua.transactions, self.in_dialog_request("BYE"),
-                                   self.destination(), FinalResponse(outcome, "BYE"))
+        send_answering_challenges(self, self.in_dialog_request("BYE"), self.destination(),
+                                  FinalResponse(outcome, "BYE"))  # a PBX may challenge it
         self._end("local hangup")
         return outcome.wait()
 

@@ -294,7 +294,8 @@ class ClientInviteTransaction(_Transaction):
         self.user = user
         self._ack: bytes | None = None
         layer._client[self.key] = self
-        self._retransmit = self._later(self._interval, self._timer_a)
+        if addr not in layer.reliable:  # §17.1.1.2: no Timer A on a reliable transport
+            self._retransmit = self._later(self._interval, self._timer_a)
         self._timeout = self._later(layer.timers.timeout, self._timer_b)
         try:
             self._send(request)
@@ -351,7 +352,7 @@ class ClientInviteTransaction(_Transaction):
                 ack = build_ack(request, response)
                 self._ack = ack.to_bytes()
                 self._send_ack(self._ack, ack)
-                self._linger_for(self.layer.timers.timer_d)
+                self._linger_for(self.layer.linger(self.addr, self.layer.timers.timer_d))
                 user, self.user = self.user, NO_USER  # Completed reports nothing more
                 user.receive_response(response)
         elif state is ACCEPTED:
@@ -383,7 +384,8 @@ class ClientNonInviteTransaction(_Transaction):
                          TRYING)
         self.user = user
         layer._client[self.key] = self
-        self._retransmit = self._later(self._interval, self._timer_e)
+        if addr not in layer.reliable:  # §17.1.2.2: no Timer E on a reliable transport
+            self._retransmit = self._later(self._interval, self._timer_e)
         self._timeout = self._later(layer.timers.timeout, self._timer_f)
         try:
             self._send(request)
@@ -414,7 +416,7 @@ class ClientNonInviteTransaction(_Transaction):
             return
         self.state = COMPLETED
         self._stop_retransmit()
-        self._linger_for(self.layer.timers.t4)
+        self._linger_for(self.layer.linger(self.addr, self.layer.timers.t4))
         # Timer K only absorbs retransmitted responses: nothing is sent or reported.
         self.request = None
         self._wire = None
@@ -463,7 +465,7 @@ class ServerInviteTransaction(_Transaction):
             if state is COMPLETED:
                 self.state = CONFIRMED
                 self._stop_retransmit()
-                self._linger_for(self.layer.timers.t4)
+                self._linger_for(self.layer.linger(self.addr, self.layer.timers.t4))
                 return True
             return state is not ACCEPTED
         if state is PROCEEDING or state is COMPLETED:
@@ -492,7 +494,8 @@ class ServerInviteTransaction(_Transaction):
             self._linger_for(self.layer.timers.timeout)
         else:
             self.state = COMPLETED
-            self._retransmit = self._later(self._interval, self._timer_g)
+            if self.addr not in self.layer.reliable:  # §17.2.1: no Timer G when reliable
+                self._retransmit = self._later(self._interval, self._timer_g)
             self._timeout = self._later(self.layer.timers.timeout, self._timer_h)
 
     @property
@@ -560,7 +563,7 @@ class ServerNonInviteTransaction(_Transaction):
             # those, not the request nor the response's objects.
             self.request = None
             self._wire = (self._wire[0], None) if self._wire is not None else None
-            self._linger_for(self.layer.timers.timeout)
+            self._linger_for(self.layer.linger(self.addr, self.layer.timers.timeout))
 
 
 class _LingerQueue:
@@ -626,6 +629,13 @@ class TransactionLayer:
         self._lingering: dict[float, _LingerQueue] = {}
         self._lingering_live = 0
         self._linger_call: DelayedCall | None = None
+        # Peers reached over a connection (TCP, twsip.sip.stream): §17 runs no
+        # retransmission timers towards them and Timers D, I, J and K are zero.
+        self.reliable: set[Address] = set()
+
+    def linger(self, addr: Address, delay: float) -> float:
+        """`delay` for Timers D, I, J, K towards `addr`: zero over a reliable transport."""
+        return 0.0 if addr in self.reliable else delay
 
     def __len__(self) -> int:
         return len(self._server) + len(self._client)
