@@ -47,6 +47,7 @@ from twsip.sip.screening import (
     screen_offer,
 )
 from twsip.sip.shutdown import abandon, end_calls, send_options
+from twsip.sip.stream import StreamRouter
 from twsip.sip.transaction import (
     ServerInviteTransaction,
     ServerNonInviteTransaction,
@@ -124,19 +125,12 @@ class SipInstance(DatagramProtocol):
         self._prefix = os.urandom(4).hex()
         self._counter = itertools.count(1)
         self._auto_answer: AutoAnswer | None = None
+        self.stream_router: StreamRouter | None = None  # TCP to a PBX, when one is used
         self.claim: CallClaim | None = None
         self.transfers = Transfers(self)  # REFER and NOTIFY in this UA's dialogs
         # Each call's RTP endpoint, when the reactor can bind UDP (a bare Clock cannot).
         self.media_factory = (MediaFactory(cast(UDPReactor, reactor), host, dn, record_dir)
                               if media and hasattr(reactor, "listenUDP") else None)
-
-    @property
-    def log_messages(self) -> bool:
-        return self.watchers.log_messages
-
-    @property
-    def trace_messages(self) -> bool:
-        return self.watchers.trace_messages
 
     # -- identity --------------------------------------------------------------------
     def startProtocol(self) -> None:  # noqa: N802
@@ -175,6 +169,15 @@ class SipInstance(DatagramProtocol):
 
     # -- the wire ------------------------------------------------------------------------
     def _send(self, data: bytes, addr: Address, message: Message) -> None:
+        """Every send of the instance and its transactions: over a PBX connection when a
+        `StreamRouter` (twsip.sip.stream) has one for `addr`, else over UDP."""
+        router = self.stream_router
+        if router is not None and router.takes(addr):
+            router.send(data, addr, message)
+        else:
+            self.send_udp(data, addr, message)
+
+    def send_udp(self, data: bytes, addr: Address, message: Message) -> None:
         if not LOOPBACK_HOSTS.get(addr[0]) and not may_send_to(addr[0]):
             log.warn("local mode: not sending {what} to {peer}, outside 127.0.0.0/8",
                      what=summary(message), peer=printable(addr[0]))

@@ -283,9 +283,9 @@ class PbxConnection:
 class StreamRouter:
     """An instance's sends, split between its UDP port and its connections.
 
-    `install` puts the router in place of the instance's send function (its own and its
-    transaction layer's), so that every message for a PBX reached over TCP takes the
-    connection, and all others the instance's UDP socket as before.
+    `install` makes the router the instance's `stream_router`: the instance asks it
+    (`takes`) for every message it and its transactions send, so that every message for a
+    PBX reached over TCP takes the connection, and all others the UDP socket as before.
     """
 
     def __init__(self, ua: StreamUA, udp_send: SendFunction) -> None:
@@ -298,11 +298,13 @@ class StreamRouter:
         router = getattr(ua, "stream_router", None)
         if isinstance(router, StreamRouter):
             return router
-        router = cls(ua, ua._send)
+        router = cls(ua, ua.send_udp)
         ua.stream_router = router
-        ua._send = router.send  # the instance's sends outside transactions (ACK, 2xx)
-        ua.transactions.send = router.send
         return router
+
+    def takes(self, addr: Address) -> bool:
+        """Whether a message for `addr` goes over one of the connections."""
+        return addr in self.connections
 
     def connect(self, pbx: Address, reactor: Any, timeout: float = 5.0) -> Deferred[None]:
         connection = self.connections.get(pbx)
