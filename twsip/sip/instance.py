@@ -37,6 +37,7 @@ from twsip.sip.message import (
 )
 from twsip.sip.noise import NoiseSummary, printable
 from twsip.sip.observers import MessageEvent, MessageObservers, Observer, summary
+from twsip.sip.overload import OverloadControl, OverloadSettings
 from twsip.sip.registry import DialogId, DialogRegistry
 from twsip.sip.replaces import take_over
 from twsip.sip.screening import (
@@ -83,15 +84,13 @@ CallClaim = Callable[[Request, Address], bool]
 class SipInstance(DatagramProtocol):
     """A SIP phone: places calls (`invite`) and queues received ones (`incoming`).
 
-    The instance is the datagram end and the UA core's routing of requests; the §8.2 checks
-    are in `screening`, the calls and dialogs in a `DialogRegistry`, and who watches the
-    messages in `MessageObservers`. `log_messages` logs one info line per SIP message;
-    `trace_messages` adds its full text at debug level. Garbage, stray responses and
-    overload are counted and summarised by `noise`, whatever the switches say.
-
-    While the instance auto-answers, `claim` (None by default) may keep some calls for
-    whoever reads `incoming`: a flow sharing the instance claims its own calls, and every
-    other caller is still answered.
+    The datagram end and the UA core's routing of requests; the §8.2 checks are in
+    `screening`, calls and dialogs in a `DialogRegistry`, who watches the messages in
+    `MessageObservers`, shedding new calls when behind in `overload`. `log_messages` logs a
+    line per SIP message, `trace_messages` its text too (debug). Garbage, stray responses
+    and overload are counted and summarised by `noise`, whatever the switches say. While
+    auto-answering, `claim` (None by default) may keep some calls for whoever reads
+    `incoming` (a flow sharing the instance claims its own; other callers are answered).
     """
 
     noisy = False  # a thousand instances must not log a thousand "starting on" lines
@@ -101,7 +100,8 @@ class SipInstance(DatagramProtocol):
                  reactor: IReactorTime | None = None, timers: TimerSettings | None = None,
                  queue_size: int = 64, log_messages: bool = False,
                  trace_messages: bool = False, media: bool = True,
-                 record_dir: str | None = None, max_calls: int = DEFAULT_MAX_CALLS) -> None:
+                 record_dir: str | None = None, max_calls: int = DEFAULT_MAX_CALLS,
+                 overload: OverloadSettings | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
             reactor = global_reactor
@@ -117,6 +117,7 @@ class SipInstance(DatagramProtocol):
         self.noise = NoiseSummary(self.clock, log, f"DN {dn}")
         self.registry = DialogRegistry(self.noise)
         self.limits = CallLimits(self.noise, max_calls)  # see twsip.sip.limits
+        self.overload = OverloadControl(self, overload)  # 503 to new calls when behind
         self.dialogs: dict[DialogId, Session] = self.registry.dialogs
         self.calls: set[Session] = self.registry.calls
         self.watchers = MessageObservers(self, self.clock, log_messages, trace_messages)
@@ -216,7 +217,8 @@ class SipInstance(DatagramProtocol):
             try:
                 message = parse(data)
             except SipParseError as exc:
-                self._malformed(exc, addr)
+                if not self.overload.echo(data):  # our own echo is no garbage
+                    self._malformed(exc, addr)
                 return
             if self.observers or self.watchers.log_messages:
                 self.watchers.notify("in", message, addr, data)
@@ -276,7 +278,8 @@ class SipInstance(DatagramProtocol):
 
     def _receive_invite(self, invite: Request, tx: ServerInviteTransaction,
                         addr: Address) -> None:
-        refusal = (self.limits.refusal(invite, len(self.calls), self.new_tag)
+        refusal = (self.overload.refusal(invite, self.new_tag)
+                   or self.limits.refusal(invite, len(self.calls), self.new_tag)
                    or screen_offer(invite, self.codecs, self.host, self.new_tag))
         if refusal is not None:
             tx.respond(refusal)
@@ -375,4 +378,5 @@ class SipInstance(DatagramProtocol):
         self.serving = False
         self.stop_auto_answer()
         self.noise.close()
+        self.overload.close()
         return end_calls(self, grace)
