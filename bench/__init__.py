@@ -1,7 +1,7 @@
 """twsip benchmarks: ``python -m bench [--quick]`` prints one table of figures.
 
 Each benchmark lives in its own module (`bench.parse`, `bench.uas_path`, `bench.calls`,
-`bench.scale`, `bench.media`, `bench.sipp_load`) with a ``run(quick, workdir, options) -> list[Row]``
+`bench.scale`, `bench.media`, `bench.sipp_load`, `bench.overload`, `bench.floor`) with a ``run(quick, workdir, options) -> list[Row]``
 function; `bench.uas_runner` is the twsip process SIPp calls. See BENCHMARKS.md. `bench.__main__`
 runs every module in a fresh child process (so that one benchmark's memory and timers never
 colour another's figures, RSS above all) and prints the rows side by side with the
@@ -21,7 +21,7 @@ from typing import Any, Callable
 __all__ = ["Row", "rss_kib", "best_rate", "loadavg", "child_env", "MODULES"]
 
 # Run order: the CPU-only figures first, SIPp (the longest) last.
-MODULES = ("parse", "uas_path", "calls", "scale", "media", "sipp_load")
+MODULES = ("parse", "uas_path", "calls", "scale", "media", "sipp_load", "overload", "floor")
 
 
 @dataclass

@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sipp-peer", choices=("runner", "twistd"), default="runner",
                         help="what SIPp calls: the bench runner (default) or the shipped "
                              "`twistd -n sipinstances`")
+    parser.add_argument("--clean-rate", type=int, default=0,
+                        help="overload: the clean rate; SIPp offers twice it (default 3000)")
+    parser.add_argument("--compare-raw", action="store_true",
+                        help="overload: also run with --no-overload-control, same minute")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary output directory and print its path")
     parser.add_argument("--json", default="", help="also write the rows as JSON here")
@@ -113,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.seconds:
         options["seconds"] = args.seconds
     options["peer"] = args.sipp_peer
+    if args.clean_rate:
+        options["clean_rate"] = args.clean_rate
+    options["compare_raw"] = args.compare_raw
 
     if args.twsip:
         if not os.path.isdir(os.path.join(args.twsip, "twsip")):

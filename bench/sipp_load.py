@@ -81,6 +81,7 @@ class Step:
     elapsed: float = 0.0
     response_ms: float = 0.0
     peer_cpu: float = 0.0   # share of one core the answering peer used during the step
+    peer_cpu_seconds: float = 0.0  # ... and its CPU time over the step (s)
     sipp_cpu: float = 0.0   # share of one core SIPp's uac used
     error: str = ""
     gc: str = ""            # the twsip runner's garbage-collector times
@@ -192,9 +193,10 @@ def _wait_ready(proc: subprocess.Popen, timeout: float) -> str:
     raise RuntimeError(f"peer did not start: {buffer.decode(errors='replace')!r}")
 
 
-def start_twsip(workdir: Path, profile: str = "") -> tuple[subprocess.Popen, int]:
+def start_twsip(workdir: Path, profile: str = "", extra: tuple[str, ...] = (),
+                module: str = "bench.uas_runner") -> tuple[subprocess.Popen, int]:
     env = child_env()
-    cmd = [sys.executable, "-m", "bench.uas_runner", "--port", "0"]
+    cmd = [sys.executable, "-m", module, "--port", "0", *extra]
     if profile:
         cmd += ["--profile", profile]
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE,
@@ -260,14 +262,16 @@ def stop(proc: subprocess.Popen) -> str:
 
 
 def run_step(sipp: str, peer: str, rate: int, seconds: float, workdir: Path,
-             profile: str = "") -> Step:
+             profile: str = "", extra: tuple[str, ...] = ()) -> Step:
     calls = int(rate * seconds)
     step = Step(peer, rate, seconds, calls)
     workdir.mkdir(parents=True, exist_ok=True)
     if peer == "twsip":
-        server, port = start_twsip(workdir, profile)
+        server, port = start_twsip(workdir, profile, extra)
     elif peer == "twistd":
         server, port = start_twistd(workdir)
+    elif peer == "floor":
+        server, port = start_twsip(workdir, module="bench.floor_runner")
     else:
         server, port = start_sipp_uas(sipp, workdir)
     try:
@@ -293,7 +297,8 @@ def run_step(sipp: str, peer: str, rate: int, seconds: float, workdir: Path,
                 step.error = "SIPp did not finish"
         wall = max(time.monotonic() - start, 1e-9)
         step.rc = uac.returncode
-        step.peer_cpu = (cpu_seconds(server.pid) - server_cpu) / wall
+        step.peer_cpu_seconds = cpu_seconds(server.pid) - server_cpu
+        step.peer_cpu = step.peer_cpu_seconds / wall
         step.peer_drops = udp_drops(port)
         step.sipp_cpu = sipp_cpu / wall
         if server.poll() is not None:

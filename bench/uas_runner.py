@@ -1,6 +1,7 @@
 """A twsip process for load tests: auto-answering instances on 127.0.0.1, nothing else.
 
     python -m bench.uas_runner [--port 0] [--instances 1] [--profile FILE] [--count-objects]
+                               [--no-overload-control]
 
 Starts an `InstanceManager` (log_messages=False), creates the instances, serves with
 auto-answer (every call gets 100, 180 and 200 and ends when the caller hangs up), prints
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                              "*.html/*.txt (pyinstrument)")
     parser.add_argument("--count-objects", action="store_true",
                         help="at exit, print the GC-tracked objects by type (before cleanup)")
+    parser.add_argument("--no-overload-control", action="store_true",
+                        help="never shed new calls with 503 (twsip.sip.overload): raw "
+                             "behaviour, as `twistd sipinstances --no-overload-control`")
     args = parser.parse_args(argv)
 
     from twisted.internet import reactor
@@ -76,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     from twsip.flow.model import graph_for_instances
 
     # Signalling only, as BENCHMARKS.md's figures were measured: RTP costs a socket per call.
+    overload = None
+    if args.no_overload_control:
+        from twsip.sip.overload import OverloadSettings
+        overload = OverloadSettings(enabled=False)
+    kwargs = {"overload": overload} if overload is not None else {}  # older twsip: none
     manager = InstanceManager(base_port=args.port, host="127.0.0.1", reactor=reactor,
-                              log_messages=False, media=False)
+                              log_messages=False, media=False, **kwargs)
     created = manager.create_instances(graph_for_instances(args.instances).configs)
     manager.start_serving(auto_answer=True)
     gc.collect()  # as twistd sipinstances does (twsip.service.freeze_startup_objects);

@@ -29,6 +29,11 @@ CALLS_ROWS = ("instance <-> instance calls, one process",)
 SCALE_ROWS = ("100 instances: create + bind", "100 instances: RSS per instance",
               "100 instances: cleanup()", "500 concurrent established calls: setup time",
               "500 concurrent established calls: RSS per call", "500 calls: hang up all")
+OVERLOAD_ROWS = ("overload: 2x the clean rate, goodput",
+                 "overload: OPTIONS answered within 0.3 s",
+                 "overload: normal step 1 s after, clean")
+FLOOR_ROWS = ("CPU per call: twsip vs the Twisted floor (SIPp uac, same rate)",
+              "CPU per call: SIPp uas (C++), same steps")
 SIPP_ROWS = ("SIPp uac -> 1 twsip instance, highest clean rate",)
 MEDIA_ROWS = ("RTP streams in one process (both ends), p99 send error <= 5 ms",)
 HAVE_SIPP = bool(shutil.which("sipp") or os.path.exists("/usr/bin/sipp"))
@@ -48,7 +53,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[dict]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
                                      if env.get("PYTHONPATH") else "")
-    only = "parse,uas_path,calls,scale,media" + (",sipp_load" if HAVE_SIPP else "")
+    only = "parse,uas_path,calls,scale,media" + (",sipp_load,overload,floor" if HAVE_SIPP else "")
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--only", only, "--json", str(out)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -106,6 +111,21 @@ def test_sipp_rows(quick_run: tuple[str, list[dict]]) -> None:
     (row,) = _rows(quick_run, SIPP_ROWS)
     assert not row["skipped"], row
     assert row["measured"] > 0 and row["reference"] > 0, row
+
+
+@pytest.mark.skipif(not HAVE_SIPP, reason="sipp is not installed (Debian package sip-tester)")
+def test_overload_rows(quick_run: tuple[str, list[dict]]) -> None:
+    goodput, probes, after = _rows(quick_run, OVERLOAD_ROWS)
+    assert goodput["measured"] > 0 and goodput["reference"] > 0, goodput
+    assert probes["measured"] > 0, probes
+    assert after["measured"] is not None, after
+
+
+@pytest.mark.skipif(not HAVE_SIPP, reason="sipp is not installed (Debian package sip-tester)")
+def test_floor_rows(quick_run: tuple[str, list[dict]]) -> None:
+    twsip, sipp = _rows(quick_run, FLOOR_ROWS)
+    assert twsip["measured"] > 0 and twsip["reference"] > 0, twsip
+    assert sipp["measured"] is not None, sipp
 
 
 def test_table_header(quick_run: tuple[str, list[dict]]) -> None:

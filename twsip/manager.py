@@ -24,6 +24,7 @@ from twsip.sip.digest import ChallengeAnswerer, Credentials
 from twsip.sip.dialog import ClientSession
 from twsip.sip.instance import SipInstance
 from twsip.sip.limits import DEFAULT_MAX_CALL_SECONDS, DEFAULT_MAX_CALLS
+from twsip.sip.overload import OverloadSettings
 from twsip.sip.registration import DEFAULT_EXPIRES, Registration, RegistrationFailed
 from twsip.sip.stream import StreamRouter
 from twsip.sip.transaction import TimerSettings
@@ -117,7 +118,8 @@ class InstanceManager:
                  trace_messages: bool = False, media: bool = True,
                  record_dir: str | None = None, register_timeout: float = 32.0,
                  max_calls: int = DEFAULT_MAX_CALLS,
-                 max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS) -> None:
+                 max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
+                 overload: OverloadSettings | None = None) -> None:
         if not is_loopback(host):
             raise ValueError(f"twsip runs in local mode only: host must be in 127.0.0.0/8, "
                              f"not {host!r}")
@@ -138,6 +140,7 @@ class InstanceManager:
         self.record_dir = record_dir  # one WAV per call leg of what it received
         self.max_calls = max_calls  # per instance; beyond it a new INVITE gets 503
         self.max_call_seconds = max_call_seconds  # how long an auto-answered call may last
+        self.overload = overload  # when instances shed new calls 503 (None: the defaults)
         self.instances: dict[str, ManagedInstance] = {}
         self._by_dn: dict[str, ManagedInstance] = {}
         # instance id -> its binding at its PBX, for the instances that registered
@@ -188,7 +191,8 @@ class InstanceManager:
                          timers=self.timers, queue_size=self.queue_size,
                          log_messages=self.log_messages,
                          trace_messages=self.trace_messages, media=self.media,
-                         record_dir=self.record_dir, max_calls=self.max_calls)
+                         record_dir=self.record_dir, max_calls=self.max_calls,
+                         overload=self.overload)
         ua.limits.max_call_seconds = self.max_call_seconds
         listening = self.allocate_port(ua)
         managed = ManagedInstance(config, ua, listening.getHost().port, listening)

@@ -41,6 +41,7 @@ from twsip.outcome import Outcome
 from twsip.report.jsonreport import summary_text
 from twsip.report.ladder import text_ladder
 from twsip.sip.limits import DEFAULT_MAX_CALL_SECONDS, DEFAULT_MAX_CALLS
+from twsip.sip.overload import DEFAULT_MAX_DELAY, OverloadSettings
 from twsip.sip.transaction import TimerSettings
 
 __all__ = ["Options", "SipInstancesService", "makeService", "DEFAULT_INSTANCES", "log_result",
@@ -112,7 +113,16 @@ class Options(TesterOptions, PbxOptions):
          "An auto-answered call still up after this many seconds is ended with BYE.",
          _max_call_seconds],
     ]
+    # Overload control (twsip.sip.overload): shed new calls 503 while datagrams wait.
+    optParameters += [
+        ["overload-delay", None, int(DEFAULT_MAX_DELAY * 1000),
+         "Milliseconds a datagram may wait in an instance's socket queue before new "
+         "INVITEs are answered 503 with Retry-After.",
+         _whole_number(1, 100_000, "the delay is 1-100000 ms", "Whole milliseconds.")],
+    ]
     optFlags = [
+        ["no-overload-control", None,
+         "Never shed new calls with 503 under overload (raw behaviour)."],
         ["quiet", "q", "Log only start, stop and errors, not every SIP message."],
         ["trace", None, "Log the full text of every SIP message too (debug level)."],
         ["no-demo", None, "Do not run the built-in demo call at start-up."],
@@ -185,9 +195,11 @@ class SipInstancesService(service.Service):
                  max_calls: int = DEFAULT_MAX_CALLS,
                  max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
                  testers: TesterSettings | None = None,
-                 pbx: PbxSettings | None = None) -> None:
+                 pbx: PbxSettings | None = None,
+                 overload: OverloadSettings | None = None) -> None:
         self.graph = graph
         self.pbx = pbx  # --register: the PBX of instances whose node names none
+        self.overload = overload  # when the instances shed new calls (None: defaults)
         self.base_port = base_port
         self.max_retries = max_retries
         self.host = host
@@ -236,7 +248,7 @@ class SipInstancesService(service.Service):
                 timers=self.timers, log_messages=self.log_messages,
                 trace_messages=self.trace_messages, max_calls=self.max_calls,
                 max_call_seconds=self.max_call_seconds, media=self.testers.media,
-                record_dir=self.testers.record_dir)
+                record_dir=self.testers.record_dir, overload=self.overload)
             configs = with_pbx(self.graph.configs, self.pbx)
             created = self.manager.create_instances(configs)
         except Exception as exc:  # InstanceCreationError, PortAllocationError, ValueError
@@ -454,4 +466,7 @@ def makeService(options: Mapping[str, Any]) -> SipInstancesService:  # noqa: N80
         max_call_seconds=options.get("max-call-seconds", DEFAULT_MAX_CALL_SECONDS),
         testers=tester_settings(options),
         pbx=pbx_settings(options),
+        overload=OverloadSettings(
+            enabled=not options.get("no-overload-control"),
+            max_delay=options.get("overload-delay", DEFAULT_MAX_DELAY * 1000) / 1000),
     )

@@ -10,8 +10,6 @@ whatever the headers say.
 from __future__ import annotations
 
 import contextlib
-import itertools
-import os
 import socket
 from typing import Any, Callable, cast
 
@@ -25,6 +23,7 @@ from twsip.sip.autoanswer import AnswerMode, AutoAnswer, answerer
 from twsip.sip.call_media import MediaFactory
 from twsip.sip.cancel import receive_cancel
 from twsip.interfaces import TimeSource, UDPReactor
+from twsip.sip.identity import Identity
 from twsip.sip.dialog import CallFailed, ClientSession, ServerSession, Session
 from twsip.sip.limits import DEFAULT_MAX_CALLS, CallLimits
 from twsip.sip.message import (
@@ -37,6 +36,7 @@ from twsip.sip.message import (
 )
 from twsip.sip.noise import NoiseSummary, printable
 from twsip.sip.observers import MessageEvent, MessageObservers, Observer, summary
+from twsip.sip.overload import OverloadControl, OverloadSettings
 from twsip.sip.registry import DialogId, DialogRegistry
 from twsip.sip.replaces import take_over
 from twsip.sip.screening import (
@@ -81,18 +81,16 @@ RECEIVE_BUFFER = 4 * 1024 * 1024
 CallClaim = Callable[[Request, Address], bool]
 
 
-class SipInstance(DatagramProtocol):
+class SipInstance(Identity, DatagramProtocol):
     """A SIP phone: places calls (`invite`) and queues received ones (`incoming`).
 
-    The instance is the datagram end and the UA core's routing of requests; the §8.2 checks
-    are in `screening`, the calls and dialogs in a `DialogRegistry`, and who watches the
-    messages in `MessageObservers`. `log_messages` logs one info line per SIP message;
-    `trace_messages` adds its full text at debug level. Garbage, stray responses and
-    overload are counted and summarised by `noise`, whatever the switches say.
-
-    While the instance auto-answers, `claim` (None by default) may keep some calls for
-    whoever reads `incoming`: a flow sharing the instance claims its own calls, and every
-    other caller is still answered.
+    The datagram end and the UA core's routing of requests; the §8.2 checks are in
+    `screening`, calls and dialogs in a `DialogRegistry`, who watches the messages in
+    `MessageObservers`, shedding new calls when behind in `overload`. `log_messages` logs a
+    line per SIP message, `trace_messages` its text too (debug). Garbage, stray responses
+    and overload are counted and summarised by `noise`, whatever the switches say. While
+    auto-answering, `claim` (None by default) may keep some calls for whoever reads
+    `incoming` (a flow sharing the instance claims its own; other callers are answered).
     """
 
     noisy = False  # a thousand instances must not log a thousand "starting on" lines
@@ -102,13 +100,12 @@ class SipInstance(DatagramProtocol):
                  reactor: IReactorTime | None = None, timers: TimerSettings | None = None,
                  queue_size: int = 64, log_messages: bool = False,
                  trace_messages: bool = False, media: bool = True,
-                 record_dir: str | None = None, max_calls: int = DEFAULT_MAX_CALLS) -> None:
+                 record_dir: str | None = None, max_calls: int = DEFAULT_MAX_CALLS,
+                 overload: OverloadSettings | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
             reactor = global_reactor
-        self.dn = dn
-        self.host = host
-        self.port = 0
+        Identity.__init__(self, dn, host)
         self.codecs = tuple(codecs)
         # IReactorTime is a zope interface, which mypy cannot match against a Protocol.
         self.clock: TimeSource = cast(TimeSource, reactor)
@@ -118,12 +115,11 @@ class SipInstance(DatagramProtocol):
         self.noise = NoiseSummary(self.clock, log, f"DN {dn}")
         self.registry = DialogRegistry(self.noise)
         self.limits = CallLimits(self.noise, max_calls)  # see twsip.sip.limits
+        self.overload = OverloadControl(self, overload)  # 503 to new calls when behind
         self.dialogs: dict[DialogId, Session] = self.registry.dialogs
         self.calls: set[Session] = self.registry.calls
         self.watchers = MessageObservers(self, self.clock, log_messages, trace_messages)
         self.observers: list[Observer] = self.watchers.observers
-        self._prefix = os.urandom(4).hex()
-        self._counter = itertools.count(1)
         self._auto_answer: AutoAnswer | None = None
         self.stream_router: StreamRouter | None = None  # TCP to a PBX, when one is used
         self.claim: CallClaim | None = None
@@ -140,32 +136,6 @@ class SipInstance(DatagramProtocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-
-    @property
-    def address(self) -> Address:
-        return (self.host, self.port)
-
-    @property
-    def uri(self) -> str:
-        return f"sip:{self.dn}@{self.host}:{self.port}"
-
-    @property
-    def contact(self) -> str:
-        return self.uri
-
-    def new_branch(self) -> str:
-        return f"z9hG4bK{self._prefix}{next(self._counter):x}"
-
-    def new_via(self) -> str:
-        """The Via of a new request from here: a fresh branch, and rport (RFC 3581) so the
-        answer comes back to the port we sent from."""
-        return f"SIP/2.0/UDP {self.host}:{self.port};branch={self.new_branch()};rport"
-
-    def new_tag(self) -> str:
-        return f"{self._prefix}{next(self._counter):x}"
-
-    def new_call_id(self) -> str:
-        return f"{self._prefix}{next(self._counter):x}@{self.host}"
 
     # -- the wire ------------------------------------------------------------------------
     def _send(self, data: bytes, addr: Address, message: Message) -> None:
@@ -219,7 +189,8 @@ class SipInstance(DatagramProtocol):
             try:
                 message = parse(data)
             except SipParseError as exc:
-                self._malformed(exc, addr)
+                if not self.overload.echo(data):  # our own echo is no garbage
+                    self._malformed(exc, addr)
                 return
             if self.observers or self.watchers.log_messages:
                 self.watchers.notify("in", message, addr, data)
@@ -279,7 +250,8 @@ class SipInstance(DatagramProtocol):
 
     def _receive_invite(self, invite: Request, tx: ServerInviteTransaction,
                         addr: Address) -> None:
-        refusal = (self.limits.refusal(invite, len(self.calls), self.new_tag)
+        refusal = (self.overload.refusal(invite, self.new_tag)
+                   or self.limits.refusal(invite, len(self.calls), self.new_tag)
                    or screen_offer(invite, self.codecs, self.host, self.new_tag))
         if refusal is not None:
             tx.respond(refusal)
@@ -378,4 +350,5 @@ class SipInstance(DatagramProtocol):
         self.serving = False
         self.stop_auto_answer()
         self.noise.close()
+        self.overload.close()
         return end_calls(self, grace)
