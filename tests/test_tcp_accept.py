@@ -8,15 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
+from twisted.python import usage
 
+from twsip.cli.pbx_options import listens_tcp
 from twsip.config import SipInstanceConfig
 from twsip.manager import InstanceManager
 from twsip.sip.message import Message, Request, Response, parse, request_headers
+from twsip.service import Options, makeService
 from twsip.sip.stream import StreamFramer
 
 from sipp_helper import kill_leftovers, requires_sipp, run_sipp
@@ -153,3 +157,18 @@ async def test_sipp_uac_over_tcp_calls_an_instance(tmp_path: Path) -> None:
         await kill_leftovers()
         await manager.cleanup()
     assert not ua.transactions.reliable and not manager.streams
+
+
+def test_the_transport_option_of_twistd() -> None:
+    """``--transport udp,tcp`` turns TCP on in the service's manager; udp alone is the
+    default, and TCP without UDP (or anything else) is a usage error."""
+    options = Options()
+    options.parseOptions(["--transport", "UDP, tcp", "--no-demo"])
+    assert listens_tcp(options)
+    assert makeService(options).listen_tcp
+    options = Options()
+    options.parseOptions(["--no-demo"])
+    assert not listens_tcp(options) and not makeService(options).listen_tcp
+    for bad in ("tcp", "udp,sctp", ""):
+        with pytest.raises(usage.UsageError):
+            Options().parseOptions(["--transport", bad])
