@@ -12,7 +12,13 @@ Kept out of `SipInstance` (near its size limit, and on the UDP hot path): a
 `StreamRouter` takes the instance's send function and forwards to UDP whatever is not for
 a connection. Requests leave with a ``SIP/2.0/TCP`` Via naming the connection's local
 address, and the instance's Contact becomes that address with ``transport=tcp``, so the
-PBX reaches the instance over the connection it already has (no listening TCP port).
+PBX reaches the instance over the connection it already has.
+
+With ``--transport udp,tcp`` the router also listens on TCP at the instance's own port
+number (`StreamRouter.listen`) and keeps each accepted connection (`PeerConnection`) as
+the way back to its peer, under the peer's address and the addresses it names for itself
+(top Via, Contact): SIPp ``-t t1`` opens one connection and expects everything, its
+responses and our in-dialog requests, on it.
 """
 
 from __future__ import annotations
