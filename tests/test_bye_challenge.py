@@ -88,3 +88,25 @@ def test_without_credentials_the_bye_user_is_unchanged() -> None:
     session.challenges = None
     inner = Inner()
     assert answering_challenges(session, bye(), PBX, inner) is inner
+
+
+def test_a_challenged_cancel_is_sent_again_with_credentials_and_the_invites_branch() -> None:
+    """§9.1: a proxy matches a CANCEL to its INVITE by Via branch and CSeq number, so
+    the signed CANCEL keeps both (a BYE's retry takes new ones)."""
+    layer, clock, sent, session = setup()
+    inner = Inner()
+    headers = request_headers("CANCEL", 1, via="SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bKinv",
+                              from_="<sip:100@127.0.0.1>;tag=a", to="<sip:200@127.0.0.1>",
+                              call_id="c2")
+    cancel = Request("CANCEL", "sip:200@127.0.0.1:5070", headers)
+    ClientNonInviteTransaction(layer, cancel, PBX,
+                               answering_challenges(session, cancel, PBX, inner))
+    layer.match_response(challenge(sent[0]))
+    assert len(sent) == 2 and sent[1].method == "CANCEL"
+    assert sent[1].top_via.branch == "z9hG4bKinv" and sent[1].cseq.number == 1
+    assert 'username="100"' in (sent[1].get("proxy-authorization") or "")
+    assert session.local_cseq == 2  # a CANCEL takes no CSeq of the dialog's
+    layer.match_response(sent[1].response(200))
+    assert inner.responses == [200]
+    layer.close()
+    assert not clock.getDelayedCalls()

@@ -12,7 +12,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 
 from twsip.config import SipInstanceConfig
 from twsip.manager import InstanceManager, RegistrationFailed
@@ -146,7 +146,8 @@ class TcpRegistrar(Protocol):
                 waiter.callback(msg)
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
-        self.server.closed.callback(None)
+        if not self.server.closed.called:
+            self.server.closed.callback(None)
 
 
 class Server(Factory):
@@ -205,8 +206,14 @@ async def test_register_over_tcp_and_answer_requests_on_the_connection(
         factory.connections[0].transport.write(  # type: ignore[union-attr]
             b"OPTIONS sip:x SIP/2.0\r\nVia: x\r\n\r\n")
         await factory.closed
-        with pytest.raises(RegistrationFailed, match="503.*connection to the PBX is closed"):
-            await manager.registrations["a"].register()  # fails fast: no connection
+        connection = manager.streams["a"].connections[("127.0.0.1", port)]
+        while connection.stream is not None:  # until our side has seen the close too
+            await deferLater(reactor, 0.01, lambda: None)
+        # the next send reconnects, once, and the refresh goes over the new connection
+        assert ua.transactions.reliable == {("127.0.0.1", port)}
+        await manager.registrations["a"].register()
+        assert len(factory.connections) == 2
+        assert factory.received[-1].method == "REGISTER"
     finally:
         await manager.cleanup()
     assert not manager.streams
@@ -238,3 +245,30 @@ async def test_a_pbx_that_refuses_the_connection_fails_the_registration() -> Non
             await manager.register(created)
     finally:
         await manager.cleanup()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_reconnect_fails_the_request_as_503_with_one_warning(
+        log_events: list[dict[str, Any]]) -> None:
+    factory = Server()
+    listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    port = listening.getHost().port
+    manager = InstanceManager(base_port=0, media=False)
+    created = manager.create_instances([tcp_config(port)])
+    try:
+        await manager.register(created)
+        await listening.stopListening()  # the PBX goes away...
+        factory.connections[0].transport.loseConnection()  # type: ignore[union-attr]
+        await factory.closed
+        connection = manager.streams["a"].connections[("127.0.0.1", port)]
+        while connection.stream is not None:  # until our side has seen the close too
+            await deferLater(reactor, 0.01, lambda: None)
+        del log_events[:]
+        with pytest.raises(RegistrationFailed, match="503"):
+            await manager.registrations["a"].register()  # ...and refuses the reconnect
+        warnings = [e for e in log_events if e["log_level"].name == "warn"]
+        assert len(warnings) == 1, warnings
+        assert "503" in warnings[0]["log_format"] or "503" in str(warnings[0])
+    finally:
+        await manager.cleanup()
+    assert not manager.streams and not created[0].ua.transactions.reliable

@@ -119,7 +119,8 @@ class InstanceManager:
                  record_dir: str | None = None, register_timeout: float = 32.0,
                  max_calls: int = DEFAULT_MAX_CALLS,
                  max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
-                 overload: OverloadSettings | None = None) -> None:
+                 overload: OverloadSettings | None = None,
+                 listen_tcp: bool = False) -> None:
         if not is_loopback(host):
             raise ValueError(f"twsip runs in local mode only: host must be in 127.0.0.0/8, "
                              f"not {host!r}")
@@ -148,6 +149,8 @@ class InstanceManager:
         self.register_timeout = register_timeout  # a PBX that never answers fails then
         # instance id -> its TCP connections (pbxTransport TCP), closed at cleanup
         self.streams: dict[str, StreamRouter] = {}
+        # each instance also accepts TCP on its port number (--transport udp,tcp)
+        self.listen_tcp = listen_tcp
 
     # -- ports -----------------------------------------------------------------------------
     def allocate_port(self, protocol: SipInstance) -> ListeningPort:
@@ -195,6 +198,15 @@ class InstanceManager:
                          overload=self.overload)
         ua.limits.max_call_seconds = self.max_call_seconds
         listening = self.allocate_port(ua)
+        if self.listen_tcp:
+            try:
+                self.streams[config.id] = StreamRouter.install(ua)
+                self.streams[config.id].listen(self.reactor)
+            except Exception:
+                self.streams.pop(config.id, None)
+                listening.stopListening()
+                ua.transactions.close()
+                raise
         managed = ManagedInstance(config, ua, listening.getHost().port, listening)
         self.instances[config.id] = managed
         self._by_dn[config.dn] = managed
@@ -219,6 +231,9 @@ class InstanceManager:
             except Exception as exc:
                 for managed in created:
                     self._forget(managed)
+                    router = self.streams.pop(managed.config.id, None)
+                    if router is not None:
+                        router.close()
                     managed.listening_port.stopListening()
                     managed.ua.transactions.close()
                 self.next_port = first_port

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from twsip.cli.instruments import Instruments, serve_with_modes
-from twsip.cli.pbx_options import PbxOptions, PbxSettings, pbx_settings, with_pbx
+from twsip.cli.pbx_options import PbxOptions, PbxSettings, listens_tcp, pbx_settings, with_pbx
 from twsip.cli.twistd_options import TesterOptions, TesterSettings, tester_settings
 from twsip.flow.demo import demo_graph
 from twsip.flow.engine import Engine
@@ -196,8 +196,9 @@ class SipInstancesService(service.Service):
                  max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
                  testers: TesterSettings | None = None,
                  pbx: PbxSettings | None = None,
-                 overload: OverloadSettings | None = None) -> None:
+                 overload: OverloadSettings | None = None, listen_tcp: bool = False) -> None:
         self.graph = graph
+        self.listen_tcp = listen_tcp  # --transport udp,tcp
         self.pbx = pbx  # --register: the PBX of instances whose node names none
         self.overload = overload  # when the instances shed new calls (None: defaults)
         self.base_port = base_port
@@ -248,7 +249,8 @@ class SipInstancesService(service.Service):
                 timers=self.timers, log_messages=self.log_messages,
                 trace_messages=self.trace_messages, max_calls=self.max_calls,
                 max_call_seconds=self.max_call_seconds, media=self.testers.media,
-                record_dir=self.testers.record_dir, overload=self.overload)
+                record_dir=self.testers.record_dir, overload=self.overload,
+                listen_tcp=self.listen_tcp)
             configs = with_pbx(self.graph.configs, self.pbx)
             created = self.manager.create_instances(configs)
         except Exception as exc:  # InstanceCreationError, PortAllocationError, ValueError
@@ -465,7 +467,7 @@ def makeService(options: Mapping[str, Any]) -> SipInstancesService:  # noqa: N80
         max_calls=options.get("max-calls", DEFAULT_MAX_CALLS),
         max_call_seconds=options.get("max-call-seconds", DEFAULT_MAX_CALL_SECONDS),
         testers=tester_settings(options),
-        pbx=pbx_settings(options),
+        pbx=pbx_settings(options), listen_tcp=listens_tcp(options),
         overload=OverloadSettings(
             enabled=not options.get("no-overload-control"),
             max_delay=options.get("overload-delay", DEFAULT_MAX_DELAY * 1000) / 1000),

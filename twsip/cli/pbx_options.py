@@ -21,7 +21,8 @@ from twsip.config import SipInstanceConfig
 from twsip.sip.uri import is_loopback
 from twsip.lexical import wire_number
 
-__all__ = ["PbxOptions", "PbxSettings", "pbx_settings", "with_pbx", "parse_pbx"]
+__all__ = ["PbxOptions", "PbxSettings", "pbx_settings", "with_pbx", "parse_pbx",
+           "listens_tcp"]
 
 TRANSPORTS = ("UDP", "TCP")
 
@@ -72,6 +73,21 @@ def _interval(value: str) -> int:
 _interval.coerceDoc = "Whole seconds [default: 300]."  # type: ignore[attr-defined]
 
 
+def _listen_transports(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip().lower() for n in value.split(",") if n.strip()))
+    if not names or any(n not in ("udp", "tcp") for n in names) or "udp" not in names:
+        raise ValueError(f"{value!r}: udp, or udp,tcp")
+    return names
+
+
+_listen_transports.coerceDoc = "udp, or udp,tcp [default: udp]."  # type: ignore[attr-defined]
+
+
+def listens_tcp(options: Mapping[str, Any]) -> bool:
+    """Whether --transport asks each instance to accept TCP too (tests pass dicts)."""
+    return "tcp" in (options.get("transport") or ())
+
+
 class PbxOptions(usage.Options):
     """The registration options (see the module docstring)."""
 
@@ -86,6 +102,10 @@ class PbxOptions(usage.Options):
          "Digest username for --register [default: each instance's DN]."],
         ["register-interval", None, None,
          "Expires asked for at --register, refreshed before it runs out.", _interval],
+        # Not only for a PBX, but a transport option as --register-transport is: here.
+        ["transport", None, ("udp",),
+         "udp,tcp: each instance also accepts TCP on its port number (SIPp -t t1).",
+         _listen_transports],
     ]
 
     def check_pbx(self) -> None:

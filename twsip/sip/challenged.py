@@ -1,5 +1,6 @@
-"""In-dialog requests that a PBX challenges (RFC 3261 §22.2): a BYE answered 401 or 407
-is sent again with credentials, as the INVITE that set the call up was.
+"""Requests that a PBX challenges (RFC 3261 §22.2): a BYE, or the CANCEL of a call not
+yet answered, answered 401 or 407 is sent again with credentials, as the INVITE that set
+the call up was.
 
 A proxy may authenticate any request it forwards, not only the INVITE (Kamailio,
 Asterisk and FreeSWITCH can all be set to challenge BYE). Without this a hang-up through
@@ -38,10 +39,16 @@ class ChallengedRequest:
 
     def receive_response(self, response: Response) -> None:
         if response.status in (401, 407):
-            retry = self.answerer.retry(self.request, response, self.session.ua.new_via())
+            request = self.request
+            if request.method == "CANCEL":
+                retry = _cancel_again(self.answerer, request, response)
+            else:
+                retry = self.answerer.retry(request, response, self.session.ua.new_via())
+                if retry is not None:
+                    self.session.local_cseq = max(self.session.local_cseq,
+                                                  retry.cseq.number)
             if retry is not None:
                 self.request = retry
-                self.session.local_cseq = max(self.session.local_cseq, retry.cseq.number)
                 ClientNonInviteTransaction(self.session.ua.transactions, retry, self.addr,
                                            self)
                 return
@@ -49,6 +56,17 @@ class ChallengedRequest:
 
     def timed_out(self) -> None:
         self.inner.timed_out()
+
+
+def _cancel_again(answerer: ChallengeAnswerer, cancel: Request,
+                  response: Response) -> Request | None:
+    """The CANCEL signed for `response`'s challenge, with the INVITE's Via branch and
+    CSeq number kept (unlike other retries): a proxy knows which INVITE a CANCEL stops
+    only by them (§9.1, §9.2), so a CANCEL with a new branch would cancel nothing."""
+    retry = answerer.retry(cancel, response, cancel.headers["via"][0])
+    if retry is not None:
+        retry.set("cseq", f"{cancel.cseq.number} CANCEL")
+    return retry
 
 
 def answering_challenges(session: Any, request: Request, addr: Address,

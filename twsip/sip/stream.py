@@ -12,7 +12,13 @@ Kept out of `SipInstance` (near its size limit, and on the UDP hot path): a
 `StreamRouter` takes the instance's send function and forwards to UDP whatever is not for
 a connection. Requests leave with a ``SIP/2.0/TCP`` Via naming the connection's local
 address, and the instance's Contact becomes that address with ``transport=tcp``, so the
-PBX reaches the instance over the connection it already has (no listening TCP port).
+PBX reaches the instance over the connection it already has.
+
+With ``--transport udp,tcp`` the router also listens on TCP at the instance's own port
+number (`StreamRouter.listen`) and keeps each accepted connection (`PeerConnection`) as
+the way back to its peer, under the peer's address and the addresses it names for itself
+(top Via, Contact): SIPp ``-t t1`` opens one connection and expects everything, its
+responses and our in-dialog requests, on it.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Protocol
 
-from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.protocol import ClientFactory
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.protocol import ClientFactory, Factory
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -34,7 +40,7 @@ from twsip.sip.transaction import TransactionLayer
 from twsip.sip.uri import Address, is_loopback
 from twsip.sip.wire import SendFailed
 
-__all__ = ["FramingError", "StreamFramer", "StreamRouter", "PbxConnection",
+__all__ = ["FramingError", "StreamFramer", "StreamRouter", "PbxConnection", "PeerConnection",
            "ConnectFailed", "MAX_STREAM_MESSAGE"]
 
 log = Logger(namespace="twsip.stream")
@@ -54,6 +60,9 @@ class FramingError(Exception):
     whole messages cut before the fault, still to be delivered."""
 
     frames: list[bytes] = []
+    # The header of the message whose Content-Length is the fault, so that it can still
+    # be answered 400 (as the same message over UDP would be) before the connection goes.
+    head: bytes | None = None
 
 
 class StreamFramer:
@@ -98,11 +107,15 @@ class StreamFramer:
                                    "RFC 3261 §18.3)")
             length = wire_number(match.group(1).strip().decode("ascii", "replace"))
             if length is None:
-                raise FramingError(f"bad Content-Length "
-                                   f"{printable(match.group(1).decode('latin-1'))!r}")
+                error = FramingError(f"bad Content-Length "
+                                     f"{printable(match.group(1).decode('latin-1'))!r}")
+                error.head = head + b"\r\n\r\n"
+                raise error
             total = end + 4 + length
             if total > self.limit:
-                raise FramingError(f"a message of {total} bytes (at most {self.limit})")
+                error = FramingError(f"a message of {total} bytes (at most {self.limit})")
+                error.head = head + b"\r\n\r\n"
+                raise error
             if len(buffer) < total:
                 return
             frames.append(bytes(buffer[:total]))
@@ -127,10 +140,19 @@ class ConnectFailed(Exception):
     """The TCP connection to the PBX could not be opened."""
 
 
-class _SipStream(TwistedProtocol):
-    """One connection's bytes: framed, then handed to the `PbxConnection`."""
+class _StreamOwner(Protocol):
+    """Who a connection's frames go to: a `PbxConnection` or a `PeerConnection`."""
 
-    def __init__(self, owner: PbxConnection) -> None:
+    def opened(self, stream: _SipStream) -> None: ...
+    def deliver(self, frame: bytes) -> None: ...
+    def framing_failed(self, stream: _SipStream, exc: FramingError) -> None: ...
+    def lost(self, stream: _SipStream, reason: Failure | None) -> None: ...
+
+
+class _SipStream(TwistedProtocol):
+    """One connection's bytes: framed, then handed to its owner."""
+
+    def __init__(self, owner: _StreamOwner) -> None:
         self.owner = owner
         self.framer = StreamFramer()
         self.made: Deferred[_SipStream] | None = None  # fired once connected
@@ -147,6 +169,7 @@ class _SipStream(TwistedProtocol):
             self.owner.deliver(frame)
 
     def connectionMade(self) -> None:  # noqa: N802
+        self.owner.opened(self)
         made, self.made = self.made, None
         if made is not None and not made.called:
             made.callback(self)
@@ -183,10 +206,12 @@ class PbxConnection:
     """The TCP connection from one instance to one PBX.
 
     `connect()` fires once it is up (fails with `ConnectFailed` within `timeout` s).
-    A connection the PBX closes is not reopened: later sends fail as a transport error
-    (the transaction ends 503, §8.1.3.1) and one warning says so; the registration's next
-    refresh then fails the same way, which is what a test of a PBX should see.
-    `close()` fires once the connection is gone.
+    A connection the PBX closes is reopened by the next send, once (§18.1.1 lets a client
+    open a new connection): what is sent meanwhile waits for it, and a PBX that refuses
+    the new connection fails those requests' transactions as 503 (§8.1.3.1) with one
+    warning each; the next send tries once more, so a PBX that comes back is reached
+    again without a retry loop hammering one that is down. `close()` fires once the
+    connection is gone.
     """
 
     def __init__(self, router: StreamRouter, pbx: Address, reactor: Any,
@@ -202,6 +227,7 @@ class PbxConnection:
         self.closing = False
         self._connecting: Deferred[Any] | None = None
         self._gone: Deferred[None] | None = None
+        self._waiting: list[tuple[bytes, Message]] = []  # sent while reconnecting
 
     @property
     def where(self) -> str:
@@ -240,17 +266,21 @@ class PbxConnection:
     def framing_failed(self, stream: _SipStream, exc: FramingError) -> None:
         log.warn("DN {dn}: closing the TCP connection to {pbx}: {error}",
                  dn=self.router.ua.dn, pbx=self.where, error=str(exc))
+        if exc.head is not None:  # its 400, if answerable, as over UDP
+            self.deliver(exc.head)
         if stream.transport is not None:
             stream.transport.loseConnection()
+
+    def opened(self, stream: _SipStream) -> None:
+        """Nothing to learn here: `connect` hears of the connection through its Deferred."""
 
     def lost(self, stream: _SipStream, reason: Failure | None) -> None:
         if stream is not self.stream:
             return
         self.stream = None
-        self.router.ua.transactions.reliable.discard(self.pbx)
-        if not self.closing:
+        if not self.closing:  # the PBX stays reliable: the next send reconnects
             log.warn("DN {dn}: the TCP connection to {pbx} closed "
-                     "({why}); requests to it now fail",
+                     "({why}); the next request to it reconnects",
                      dn=self.router.ua.dn, pbx=self.where,
                      why=reason.getErrorMessage() if reason is not None else "")
         gone, self._gone = self._gone, None
@@ -258,18 +288,53 @@ class PbxConnection:
             gone.callback(None)
 
     # -- to the stream -------------------------------------------------------------------
-    def send(self, data: bytes, message: Message) -> bytes:
-        """Write `message` (rewritten for this connection); returns what went."""
+    def send(self, data: bytes, message: Message) -> bytes | None:
+        """Write `message` (rewritten for this connection); returns what went, or None
+        when it waits for the connection to be reopened."""
         stream, local = self.stream, self.local
         if stream is None or local is None or stream.transport is None:
-            raise SendFailed(summary(message), self.pbx, "the TCP connection to the PBX is "
-                             "closed", False)
+            if self.closing or local is None:  # closed by us, or never opened
+                raise SendFailed(summary(message), self.pbx, "the TCP connection to the "
+                                 "PBX is closed", False)
+            self._reconnect(data, message)
+            return None
         data = self.router.rewrite(message, data, local)
         stream.transport.write(data)
         return data
 
+    def _reconnect(self, data: bytes, message: Message) -> None:
+        self._waiting.append((data, message))
+        if self._connecting is not None:
+            return
+        log.info("DN {dn}: reconnecting to {pbx} over TCP", dn=self.router.ua.dn,
+                 pbx=self.where)
+
+        def flush(_: object) -> None:
+            waiting, self._waiting = self._waiting, []
+            for data, message in waiting:
+                try:
+                    self.router.send(data, self.pbx, message)
+                except SendFailed as exc:
+                    self._failed(message, exc)
+
+        def refused(failure: Failure) -> None:
+            waiting, self._waiting = self._waiting, []
+            for _, message in waiting:
+                self._failed(message, SendFailed(summary(message), self.pbx,
+                                                 failure.getErrorMessage(), False))
+
+        self.connect().addCallbacks(flush, refused)
+
+    def _failed(self, message: Message, exc: SendFailed) -> None:
+        """A message that waited for a reconnection could not go: its client transaction
+        fails as 503 (which warns); anything else (a response, an ACK) is only said."""
+        if not self.router.ua.transactions.fail_request(message, exc):
+            log.warn("DN {dn}: could not send {what}: {error}", dn=self.router.ua.dn,
+                     what=exc.what, error=exc.error)
+
     def close(self) -> Deferred[None]:
         self.closing = True
+        self.router.ua.transactions.reliable.discard(self.pbx)
         if self._connecting is not None:
             self._connecting.cancel()
         stream = self.stream
@@ -278,6 +343,104 @@ class PbxConnection:
         d = self._gone = Deferred()
         stream.transport.loseConnection()
         return d
+
+
+_VIA_TCP = re.compile(rb"^(?:via|v)[ \t]*:[ \t]*SIP/2\.0/TCP[ \t]+([0-9.]+):([0-9]+)", re.I | re.M)
+_CONTACT = re.compile(rb"^(?:contact|m)[ \t]*:[^\r\n]*?sips?:(?:[^@\r\n>]*@)?([0-9.]+):([0-9]+)",
+                      re.I | re.M)
+
+
+def _named_addresses(frame: bytes) -> list[Address]:
+    """The loopback addresses a peer names for itself in a message it sent over its
+    connection: the top Via's sent-by and the Contact. Messages for them later (a BYE to
+    the Contact) go back over that connection, as §18.2.2 and §18.1.1 have a UA reuse it."""
+    found: list[Address] = []
+    head = frame[:frame.find(b"\r\n\r\n")]
+    for pattern in (_VIA_TCP, _CONTACT):
+        match = pattern.search(head)
+        if match is not None:
+            host, port = match.group(1).decode("ascii"), int(match.group(2))
+            if is_loopback(host) and 0 < port < 65536:
+                found.append((host, port))
+    return found
+
+
+class PeerConnection:
+    """A connection a peer opened to the instance's TCP port (§18.2.1, SIPp ``-t t1``).
+
+    Its messages go up the instance's ordinary receive path with the peer's address as
+    the way back, so responses, and requests to the addresses the peer names for itself,
+    leave over this connection (with a ``SIP/2.0/TCP`` Via): the peer may have no TCP
+    port of its own to be reached at. A message that cannot be framed is answered 400
+    when it can be (as over UDP), then the connection closes: it can never wedge.
+    """
+
+    def __init__(self, router: StreamRouter) -> None:
+        self.router = router
+        self.stream: _SipStream | None = None
+        self.peer: Address | None = None
+        self.names: set[Address] = set()  # the peer's address, and those it names
+        self._gone: Deferred[None] | None = None
+
+    def opened(self, stream: _SipStream) -> None:
+        self.stream = stream
+        peer: Any = stream.transport.getPeer()  # type: ignore[union-attr]
+        self.peer = (peer.host, peer.port)
+        self.router.attach(self, self.peer)
+
+    def deliver(self, frame: bytes) -> None:
+        if self.peer is None:
+            return
+        for name in _named_addresses(frame):
+            if name not in self.names:
+                self.router.attach(self, name)
+        self.router.ua.datagramReceived(frame, self.peer)
+
+    def framing_failed(self, stream: _SipStream, exc: FramingError) -> None:
+        log.warn("DN {dn}: closing the TCP connection from {peer}: {error}",
+                 dn=self.router.ua.dn, peer=self.peer, error=str(exc))
+        if exc.head is not None and self.peer is not None:
+            self.router.ua.datagramReceived(exc.head, self.peer)  # its 400, if answerable
+        if stream.transport is not None:
+            stream.transport.loseConnection()  # after what was written
+
+    def lost(self, stream: _SipStream, reason: Failure | None) -> None:
+        self.stream = None
+        self.router.detach(self)
+        gone, self._gone = self._gone, None
+        if gone is not None:
+            gone.callback(None)
+
+    def send(self, data: bytes, message: Message) -> bytes:
+        stream = self.stream
+        if stream is None or stream.transport is None or self.peer is None:
+            raise SendFailed(summary(message), self.peer or ("", 0),
+                             "the TCP connection from the peer is closed", False)
+        ua = self.router.ua
+        data = self.router.rewrite(message, data, (ua.host, ua.port))
+        stream.transport.write(data)
+        return data
+
+    def close(self) -> Deferred[None]:
+        stream = self.stream
+        if stream is None or stream.transport is None:
+            return succeed(None)
+        d = self._gone = Deferred()
+        stream.transport.loseConnection()
+        return d
+
+
+class _Accepting(Factory):
+    """Builds a `PeerConnection` for each connection to the instance's TCP port. Quiet,
+    as a thousand instances must not log a thousand "Starting factory" lines."""
+
+    noisy = False
+
+    def __init__(self, router: StreamRouter) -> None:
+        self.router = router
+
+    def buildProtocol(self, addr: object) -> _SipStream:  # noqa: N802
+        return _SipStream(PeerConnection(self.router))
 
 
 class StreamRouter:
@@ -292,6 +455,9 @@ class StreamRouter:
         self.ua = ua
         self.udp_send = udp_send
         self.connections: dict[Address, PbxConnection] = {}
+        # peer address (and each address it names for itself) -> its accepted connection
+        self.accepted: dict[Address, PeerConnection] = {}
+        self.listening: Any = None  # the instance's TCP port, once `listen` opened it
 
     @classmethod
     def install(cls, ua: Any) -> StreamRouter:
@@ -304,7 +470,28 @@ class StreamRouter:
 
     def takes(self, addr: Address) -> bool:
         """Whether a message for `addr` goes over one of the connections."""
-        return addr in self.connections
+        return addr in self.connections or addr in self.accepted
+
+    def listen(self, reactor: Any) -> Any:
+        """Accept TCP on the instance's own port number (its UDP port's), so a peer such
+        as SIPp ``-t t1`` can call it over TCP (§18.2.1); returns the listening port,
+        which `close` stops. Raises CannotListenError when the number is taken for TCP."""
+        self.listening = reactor.listenTCP(self.ua.port, _Accepting(self),
+                                           interface=self.ua.host)
+        return self.listening
+
+    def attach(self, peer: PeerConnection, addr: Address) -> None:
+        """Messages for `addr` go over `peer` from now on, with no retransmission timers."""
+        self.accepted[addr] = peer
+        peer.names.add(addr)
+        self.ua.transactions.reliable.add(addr)
+
+    def detach(self, peer: PeerConnection) -> None:
+        for addr in peer.names:
+            if self.accepted.get(addr) is peer:
+                del self.accepted[addr]
+                self.ua.transactions.reliable.discard(addr)
+        peer.names.clear()
 
     def connect(self, pbx: Address, reactor: Any, timeout: float = 5.0) -> Deferred[None]:
         connection = self.connections.get(pbx)
@@ -313,11 +500,16 @@ class StreamRouter:
         return connection.connect()
 
     def send(self, data: bytes, addr: Address, message: Message) -> None:
-        connection = self.connections.get(addr)
+        connection: PbxConnection | PeerConnection | None = self.connections.get(addr)
+        if connection is None:
+            connection = self.accepted.get(addr)
         if connection is None:
             self.udp_send(data, addr, message)
             return
-        data = connection.send(data, message)
+        sent = connection.send(data, message)
+        if sent is None:  # waits for a reconnection; told when it goes
+            return
+        data = sent
         watchers = getattr(self.ua, "watchers", None)
         if watchers is not None and (watchers.observers or watchers.log_messages):
             watchers.notify("out", message, addr, data)
@@ -345,7 +537,12 @@ class StreamRouter:
         return message.to_bytes() if changed else data
 
     def close(self) -> Deferred[Any]:
-        """Close every connection; fires once all are gone."""
-        connections = list(self.connections.values())
+        """Stop listening and close every connection; fires once all are gone."""
+        connections: list[PbxConnection | PeerConnection] = list(self.connections.values())
         self.connections.clear()
-        return DeferredList([c.close() for c in connections], consumeErrors=True)
+        connections += list(dict.fromkeys(self.accepted.values()))  # each once
+        closing = [c.close() for c in connections]
+        listening, self.listening = self.listening, None
+        if listening is not None:
+            closing.append(maybeDeferred(listening.stopListening))
+        return DeferredList(closing, consumeErrors=True)

@@ -660,6 +660,18 @@ class TransactionLayer:
         tx = self._server.get(server_key(cancel, "INVITE"))
         return tx if isinstance(tx, ServerInviteTransaction) else None
 
+    def fail_request(self, message: Message, exc: SendFailed) -> bool:
+        """A request whose send failed after the send returned (it waited for a TCP
+        connection that could not be reopened): its client transaction fails as 503, as
+        if the send had raised. False when no client transaction sent it."""
+        if not isinstance(message, Request) or message.method == "ACK":
+            return False
+        tx = self._client.get((message.top_via.branch, message.method))
+        if tx is None:
+            return False
+        _fail_client(tx, exc)
+        return True
+
     def _forget(self, tx: _Transaction) -> None:
         table: dict[Hashable, ClientTransaction] | dict[Hashable, ServerTransaction] = \
             self._client if isinstance(

@@ -19,10 +19,10 @@ from twsip.sip.session import (
     Session,
     UserAgent,
 )
+from twsip.sip.challenged import send_answering_challenges
 from twsip.sip.transaction import (
     NO_USER,
     ClientInviteTransaction,
-    ClientNonInviteTransaction,
     build_cancel,
 )
 from twsip.sip.uri import Address
@@ -209,8 +209,7 @@ class ClientSession(Session):
 
     def _send_cancel(self) -> None:
         self._cancel_pending = False
-        ClientNonInviteTransaction(self.ua.transactions, build_cancel(self.invite),
-                                   self._tx.addr, NO_USER)
+        send_answering_challenges(self, build_cancel(self.invite), self._tx.addr, NO_USER)
 
     def hangup(self) -> Deferred:
         if self.state is EARLY:
