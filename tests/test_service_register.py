@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 from twisted.python import usage
 
 from fake_registrar import FakeRegistrar
@@ -21,16 +21,6 @@ from twsip.config import SipInstanceConfig
 from twsip.flow.model import graph_for_instances
 from twsip.manager import RegistrationFailed
 from twsip.service import Options, SipInstancesService
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[dict[str, Any]]]:
-    events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    try:
-        yield events
-    finally:
-        globalLogPublisher.removeObserver(events.append)
 
 
 @pytest.fixture
