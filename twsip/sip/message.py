@@ -33,6 +33,7 @@ __all__ = [
     "split_commas",
     "canonical_name",
     "REASONS",
+    "warning_value",
 ]
 
 MAX_DATAGRAM = 65535
@@ -617,6 +618,12 @@ class Response(Message):
 
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
+
+
+def warning_value(reason: str, code: int = 399) -> str:
+    """A Warning value (RFC 3261 §20.43) carrying a human reason; quotes and backslashes
+    are replaced so the quoted-string stays well formed whatever the reason says."""
+    return '{} twsip "{}"'.format(code, reason.replace("\\", "/").replace('"', "'"))
 
 
 def request_headers(method: str, cseq: int, *, via: str, from_: str, to: str,

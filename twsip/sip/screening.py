@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from twsip.sip import sdp, session_timer
-from twsip.sip.message import Request, Response, SipParseError
+from twsip.sip.message import Request, Response, SipParseError, warning_value
 from twsip.sip.session import ALLOWED_METHODS
 from twsip.sip.uri import SUPPORTED_SCHEMES, uri_scheme
 
@@ -37,9 +37,8 @@ TagFactory = Callable[[], str]
 
 
 def warning(reason: str) -> str:
-    """A Warning value (RFC 3261 §20.43) carrying a human reason; quotes and backslashes
-    are replaced so the quoted-string stays well formed."""
-    return '399 twsip "{}"'.format(reason.replace("\\", "/").replace('"', "'"))
+    """A 399 Warning value carrying a human reason (see `warning_value`)."""
+    return warning_value(reason)
 
 
 def screen(request: Request, new_tag: TagFactory) -> Response | None:
@@ -149,6 +148,6 @@ def screen_offer(invite: Request, codecs: tuple[str, ...], host: str,
         sdp.answer(invite.body, codecs, host, 0)
     except sdp.SdpError as exc:
         response = invite.response(488, to_tag=new_tag())
-        response.set("warning", f'304 twsip "{exc}"')
+        response.set("warning", warning_value(str(exc), 304))  # 304: media type unavailable
         return response
     return None

@@ -27,7 +27,14 @@ from twsip.sip.call_media import (
 )
 from twsip.sip.challenged import send_answering_challenges
 from twsip.sip.limits import CallLimits
-from twsip.sip.message import Message, NameAddr, Request, Response, request_headers
+from twsip.sip.message import (
+    Message,
+    NameAddr,
+    Request,
+    Response,
+    request_headers,
+    warning_value,
+)
 from twsip.sip.midcall_state import MidCallState
 from twsip.sip.reinvite import ALLOWED_METHODS, ReInvite, overlap_refusal
 from twsip.sip.sdp import MediaSession, NegotiatedMedia, OfferAnswerStateError, SdpError
@@ -273,7 +280,7 @@ class Session:
                 body, negotiated = session.make_offer(), None
         except SdpError as exc:
             response = request.response(488)
-            response.set("warning", f'304 twsip "{str(exc)[:120]}"')
+            response.set("warning", warning_value(str(exc)[:120], 304))
             tx.respond(response)
             return
         except OfferAnswerStateError:  # our own re-offer is out: glare (§14.2)
