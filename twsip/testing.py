@@ -328,8 +328,9 @@ class FakeNetwork:
 
     def add_instance(self, dn: str = "100", *, timers: TimerSettings | None = None,
                      port: int | None = None, **kwargs: Any) -> SipInstance:
-        """A `SipInstance` on this network's Clock, attached at a fresh port."""
-        instance = SipInstance(dn, host=self.host, reactor=self.clock, timers=timers, **kwargs)
+        """A `SipInstance` on this network (its clock for timers, its ports for each call's
+        RTP), attached at a fresh port."""
+        instance = SipInstance(dn, host=self.host, reactor=self, timers=timers, **kwargs)
         self.attach(instance, port)
         self.instances.append(instance)
         return instance
