@@ -162,6 +162,16 @@ class RtpReceiver:
                 self._dtmf_timer.cancel()
             self._dtmf_timer = None
         self.detector.flush()
+        # Callbacks into the endpoint and ourselves go: an ended call must not be a
+        # reference cycle that only the garbage collector frees.
+        self.wake = _nothing
+        self.on_dtmf = None
+        self.latch = None
+        self.detector.on_digit = _no_digit
+
+
+def _no_digit(digit: DtmfDigit) -> None:
+    """What a closed receiver's detector reports to: nobody."""
 
 
 def _nothing() -> None:

@@ -137,9 +137,12 @@ class SendJobs:
         self._unregister()
 
     def close(self) -> None:
-        """Stop, and refuse new jobs: a closed endpoint has no socket to send them on."""
+        """Stop, and refuse new jobs: a closed endpoint has no socket to send them on.
+        The endpoint's send function goes too, so that the two do not stay a reference
+        cycle only the garbage collector frees."""
         self.stop()
         self.closed = True
+        self._send = _no_send
 
     def wake(self) -> None:
         """Register with the scheduler if not already: new work, or an echo fed."""
@@ -225,3 +228,7 @@ def _chain(first: EventPacket | None,
            rest: Iterator[EventPacket | None]) -> Iterator[EventPacket | None]:
     yield first
     yield from rest
+
+
+def _no_send(payload_type: int, timestamp: int, payload: bytes, marker: bool) -> None:
+    """What a closed SendJobs sends with: nothing."""

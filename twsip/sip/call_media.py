@@ -175,6 +175,10 @@ class CallMedia:
             return succeed(None)
         self.closed = True
         self.final_report = self.endpoint.report()
+        # Let go of the dialog and of ourselves: an ended call must not be a reference
+        # cycle that only the garbage collector frees (3000 calls/s make that costly).
+        self.send_info = None
+        self.endpoint.on_dtmf = None
         for waiting in list(self.digits.waiting):
             waiting.cancel()
         d = self.endpoint.close()
