@@ -19,10 +19,8 @@ __all__ = ["KNOWN_METHODS", "ALLOW", "screen", "screen_offer", "options_response
            "malformed_response", "warning"]
 
 # Methods this UA knows but does not serve: 405 with Allow (§8.2.1). Others get 501.
-KNOWN_METHODS = frozenset({
-    "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "INFO", "UPDATE", "PRACK",
-    "PUBLISH",
-})
+# (INFO, UPDATE, REFER and NOTIFY are served: they are in ALLOWED_METHODS.)
+KNOWN_METHODS = frozenset({"REGISTER", "SUBSCRIBE", "MESSAGE", "PRACK", "PUBLISH"})
 ACCEPTED_BODIES = ("application/sdp",)
 # INFO carries DTMF in these (the dialog answers other INFO packages itself, with 415)
 INFO_BODIES = ("application/sdp", "application/dtmf-relay", "application/dtmf")

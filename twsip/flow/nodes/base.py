@@ -20,7 +20,14 @@ from twsip.manager import InstanceManager, ManagedInstance
 from twsip.sip.dialog import Session
 from twsip.sip.instance import SipInstance
 
-__all__ = ["NodeContext", "NodeFailed", "NodeHandler"]
+__all__ = ["NodeContext", "NodeFailed", "NodeHandler", "text_field"]
+
+
+def text_field(node: ScenarioNode, key: str) -> str:
+    """A data field the parser kept raw (digits, filePath, targetUser, ...) as text, "" when
+    absent: the builder may have written a number there."""
+    value = node.data.get(key)
+    return str(value).strip() if value is not None else ""
 
 
 class NodeFailed(Exception):

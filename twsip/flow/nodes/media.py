@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from twsip.flow.model import ExecutionGraph, ScenarioError, ScenarioNode
-from twsip.flow.nodes.base import NodeContext, NodeFailed, NodeHandler
+from twsip.flow.nodes.base import NodeContext, NodeFailed, NodeHandler, text_field
 from twsip.media.dtmf import DtmfError, validate_digits
 from twsip.media.wav import WavError, probe_wav
 from twsip.sip.call_media import CallMedia
@@ -20,11 +20,6 @@ from twsip.sip.dialog import Session
 __all__ = ["DTMF_RECEIVED", "PLAY_AUDIO", "SEND_DTMF"]
 
 DEFAULT_INTERVAL_MS = 100
-
-
-def _text(node: ScenarioNode, key: str) -> str:
-    value = node.data.get(key)
-    return str(value).strip() if value is not None else ""
 
 
 def _interval_ms(node: ScenarioNode) -> int:
@@ -48,7 +43,7 @@ def _media(ctx: NodeContext, node: ScenarioNode, session: Session) -> CallMedia:
 # -- PlayAudio ---------------------------------------------------------------------------
 
 def check_play(node: ScenarioNode, graph: ExecutionGraph) -> None:
-    path = _text(node, "filePath")
+    path = text_field(node, "filePath")
     if not path:
         raise ScenarioError("PlayAudio needs filePath, a WAV file", node.id, "data.filePath",
                             node.label)
@@ -61,7 +56,7 @@ def check_play(node: ScenarioNode, graph: ExecutionGraph) -> None:
 
 async def play_audio(ctx: NodeContext, node: ScenarioNode) -> str:
     media = _media(ctx, node, ctx.lookup(node))
-    path = ctx.resolve_path(_text(node, "filePath"))
+    path = ctx.resolve_path(text_field(node, "filePath"))
     ctx.action(node, f"playing {path} on {node.call_id}")
     try:
         sent = await media.play_file(path)
@@ -76,14 +71,14 @@ async def play_audio(ctx: NodeContext, node: ScenarioNode) -> str:
 
 def check_digits(node: ScenarioNode, graph: ExecutionGraph) -> None:
     try:
-        validate_digits(_text(node, "digits"))
+        validate_digits(text_field(node, "digits"))
     except DtmfError as exc:
         raise ScenarioError(str(exc), node.id, "data.digits", node.label) from None
 
 
 async def send_dtmf(ctx: NodeContext, node: ScenarioNode) -> str:
     media = _media(ctx, node, ctx.lookup(node))
-    digits = validate_digits(_text(node, "digits"))
+    digits = validate_digits(text_field(node, "digits"))
     interval = _interval_ms(node)
     ctx.action(node, f"sending DTMF {digits} on {node.call_id}, {interval} ms apart")
     how = await media.send_dtmf(digits, interval)
@@ -98,7 +93,7 @@ async def send_dtmf(ctx: NodeContext, node: ScenarioNode) -> str:
 
 def check_expected(node: ScenarioNode, graph: ExecutionGraph) -> None:
     try:
-        expected = validate_digits(_text(node, "expectedDigit"), allow_empty=True)
+        expected = validate_digits(text_field(node, "expectedDigit"), allow_empty=True)
     except DtmfError as exc:
         raise ScenarioError(str(exc), node.id, "data.expectedDigit", node.label) from None
     if len(expected) > 1:
@@ -107,7 +102,7 @@ def check_expected(node: ScenarioNode, graph: ExecutionGraph) -> None:
 
 
 async def dtmf_received(ctx: NodeContext, node: ScenarioNode) -> str:
-    expected = validate_digits(_text(node, "expectedDigit"), allow_empty=True)
+    expected = validate_digits(text_field(node, "expectedDigit"), allow_empty=True)
     session = await ctx.calls.wait(node)
     media = _media(ctx, node, session)
     while True:

@@ -19,7 +19,7 @@ TRANSFERRED completes on every party of a transfer, for the call `callId` names:
 from __future__ import annotations
 
 from twsip.flow.model import ExecutionGraph, ScenarioError, ScenarioNode
-from twsip.flow.nodes.base import NodeContext, NodeFailed, NodeHandler
+from twsip.flow.nodes.base import NodeContext, NodeFailed, NodeHandler, text_field
 from twsip.manager import UnknownInstance
 from twsip.sip.dialog import CallFailed, Session
 from twsip.sip.midcall_state import CallEnded
@@ -29,11 +29,6 @@ from twsip.sip.uri import loopback_address
 
 __all__ = ["BLIND_TRANSFER", "HELD", "HOLD", "MUTE_TRANSFER", "RETRIEVE", "RETRIEVED",
            "TRANSFERRED"]
-
-
-def _text(node: ScenarioNode, key: str) -> str:
-    value = node.data.get(key)
-    return str(value).strip() if value is not None else ""
 
 
 def _established(ctx: NodeContext, node: ScenarioNode, name: str) -> Session:
@@ -97,7 +92,7 @@ async def retrieved(ctx: NodeContext, node: ScenarioNode) -> str:
 
 def check_blind(node: ScenarioNode, graph: ExecutionGraph) -> None:
     """Local mode transfers to a DN of the flow or a loopback host, nothing else."""
-    user, host = _text(node, "targetUser"), _text(node, "targetHost")
+    user, host = text_field(node, "targetUser"), text_field(node, "targetHost")
     if not user:
         raise ScenarioError("BlindTransfer needs targetUser", node.id, "data.targetUser",
                             node.label)
@@ -113,7 +108,7 @@ def check_blind(node: ScenarioNode, graph: ExecutionGraph) -> None:
 
 async def blind_transfer(ctx: NodeContext, node: ScenarioNode) -> str:
     session = _established(ctx, node, node.call_id)
-    user, host = _text(node, "targetUser"), _text(node, "targetHost")
+    user, host = text_field(node, "targetUser"), text_field(node, "targetHost")
     try:
         target = f"sip:{user}@{host}" if host else ctx.manager.resolve_target(user)
     except UnknownInstance as exc:
@@ -130,7 +125,7 @@ async def blind_transfer(ctx: NodeContext, node: ScenarioNode) -> str:
 # -- MuteTransfer (attended) -------------------------------------------------------------
 
 def check_mute(node: ScenarioNode, graph: ExecutionGraph) -> None:
-    primary, consult = _text(node, "primaryCallId"), _text(node, "consultCallId")
+    primary, consult = text_field(node, "primaryCallId"), text_field(node, "consultCallId")
     for field, value in (("primaryCallId", primary), ("consultCallId", consult)):
         if not value:
             raise ScenarioError(f"MuteTransfer needs {field}", node.id, f"data.{field}",
@@ -141,7 +136,7 @@ def check_mute(node: ScenarioNode, graph: ExecutionGraph) -> None:
 
 
 async def mute_transfer(ctx: NodeContext, node: ScenarioNode) -> str:
-    primary_name, consult_name = _text(node, "primaryCallId"), _text(node, "consultCallId")
+    primary_name, consult_name = text_field(node, "primaryCallId"), text_field(node, "consultCallId")
     primary = _established(ctx, node, primary_name)
     consult = _established(ctx, node, consult_name)
     target = replaces_target(consult)
@@ -198,8 +193,8 @@ MUTE_TRANSFER = NodeHandler(
     "with Replaces; completes when the NOTIFY reports a 2xx, this side has ended the "
     "primary call and the target has ended the consult call",
     mute_transfer, bounded="the attended transfer did not complete within {ms} ms",
-    describe=lambda node: (f"transferring {_text(node, 'primaryCallId')} to the party of "
-                           f"{_text(node, 'consultCallId')}"),
+    describe=lambda node: (f"transferring {text_field(node, 'primaryCallId')} to the party of "
+                           f"{text_field(node, 'consultCallId')}"),
     check=check_mute)
 TRANSFERRED = NodeHandler(
     "TRANSFERRED", "event", "mid-call", ("callId", "timeout"),
