@@ -63,6 +63,15 @@ class RawPhone:
             out.append(message)
         return out
 
+    def answered_invite(self) -> tuple[Request, Response]:
+        """Send an INVITE to an auto-answering target, deliver, and return it with its 200
+        (not ACKed yet: the caller decides what follows)."""
+        invite = self.request("INVITE")
+        self.send(invite)
+        self.network.pump()
+        ok = [r for r in self.received() if r.status == 200][0]
+        return invite, ok
+
     def follow_up(self, method: str, invite: Request, answer: Response, *, cseq: int,
                   same_branch: bool = False) -> Request:
         """ACK/BYE/CANCEL for `invite`, in the dialog `answer` set up (To tag from it)."""

@@ -43,10 +43,7 @@ def test_invite_without_a_single_contact_uri_gets_400(net, uas, phone, variant, 
 
 def test_reinvite_without_contact_gets_400_and_the_call_stays_up(net, uas, phone) -> None:
     uas.start_serving(auto_answer=True)
-    invite = phone.request("INVITE")
-    phone.send(invite)
-    net.pump()
-    ok = [r for r in phone.received() if r.status == 200][0]
+    invite, ok = phone.answered_invite()
     phone.send(phone.follow_up("ACK", invite, ok, cseq=1))
     again = phone.follow_up("INVITE", invite, ok, cseq=2)
     del again.headers["contact"]

@@ -88,10 +88,7 @@ def test_new_invites_get_503_while_datagrams_wait() -> None:
 def test_in_dialog_requests_are_served_while_shedding() -> None:
     net = FakeNetwork()
     uas, phone = lagging_uas(net)
-    invite = phone.request("INVITE")
-    phone.send(invite)
-    net.pump()
-    ok = [r for r in phone.received() if r.status == 200][0]
+    invite, ok = phone.answered_invite()
     ack = phone.follow_up("ACK", invite, ok, cseq=1)
     bye = phone.follow_up("BYE", invite, ok, cseq=2)
     lag(net, phone, 0.3, ack.to_bytes(), phone.request("INVITE").to_bytes(), bye.to_bytes())

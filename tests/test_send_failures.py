@@ -111,10 +111,7 @@ def test_a_non_invite_answer_that_cannot_fit_is_513(net, uas, phone) -> None:
     # OPTIONS is answered by the core; 1,000 Via values make its answer too big only
     # together with a huge Via each... so use a BYE in a dialog whose 200 copies a big To.
     uas.start_serving(auto_answer=True)
-    invite = phone.request("INVITE")
-    phone.send(invite)
-    net.pump()
-    ok = [r for r in phone.received() if r.status == 200][0]
+    invite, ok = phone.answered_invite()
     phone.send(phone.follow_up("ACK", invite, ok, cseq=1))
     refused = failing_writes(uas, lambda: OSError(errno.EMSGSIZE, "Message too long"),
                              lambda data: data.startswith(b"SIP/2.0 200"))
