@@ -301,7 +301,11 @@ def parse_via(value: str) -> Via:
 
 
 class NameAddr:
-    """A From/To/Contact/Route value: display name, URI text and header parameters."""
+    """A From/To/Contact/Route value: display name, URI text and header parameters.
+
+    Treated as immutable once parsed: messages of one call share the parsed From and To
+    (see `_shared_name_addr`); `with_tag` returns a new one.
+    """
 
     __slots__ = ("display", "uri", "params", "_raw")
 
@@ -384,6 +388,27 @@ def parse_name_addr(value: str) -> NameAddr:
     if ":" not in uri or " " in uri:
         raise SipParseError(400, f"malformed URI in {value!r}")
     return NameAddr(uri, display, parse_params(rest) if rest.strip() else {}, value.strip())
+
+
+# From, To and CSeq values recur: a dialog's From and To arrive in every request and
+# response of the call, a caller's untagged To in every INVITE it sends, and "1 INVITE" in
+# most calls. Their parsed forms are kept by value text, and shared between messages; that
+# is safe because nothing changes a parsed NameAddr or CSeq (`with_tag` makes a new one).
+# Bounded: emptied when full, so that a flood of distinct values costs a parse each and
+# never memory.
+_VALUE_CACHE_SIZE = 4096
+_name_addrs: dict[str, NameAddr] = {}
+_cseqs: dict[str, "CSeq"] = {}
+
+
+def _shared_name_addr(value: str) -> NameAddr:
+    parsed = _name_addrs.get(value)
+    if parsed is None:
+        parsed = parse_name_addr(value)
+        if len(_name_addrs) >= _VALUE_CACHE_SIZE:
+            _name_addrs.clear()
+        _name_addrs[value] = parsed
+    return parsed
 
 
 class CSeq:
@@ -475,7 +500,7 @@ class Message:
     @property
     def from_(self) -> NameAddr:
         if self._from is None:
-            self._from = parse_name_addr(self._single("from"))
+            self._from = _shared_name_addr(self._single("from"))
         return self._from
 
     @from_.setter
@@ -486,7 +511,7 @@ class Message:
     @property
     def to(self) -> NameAddr:
         if self._to is None:
-            self._to = parse_name_addr(self._single("to"))
+            self._to = _shared_name_addr(self._single("to"))
         return self._to
 
     @to.setter
@@ -501,7 +526,14 @@ class Message:
     @property
     def cseq(self) -> CSeq:
         if self._cseq is None:
-            self._cseq = _parse_cseq(self._single("cseq"))
+            value = self._single("cseq")
+            cseq = _cseqs.get(value)
+            if cseq is None:
+                cseq = _parse_cseq(value)
+                if len(_cseqs) >= _VALUE_CACHE_SIZE:
+                    _cseqs.clear()
+                _cseqs[value] = cseq
+            self._cseq = cseq
         return self._cseq
 
     @property
@@ -584,16 +616,17 @@ class Request(Message):
         Works on a partly parsed request too (error answers to malformed requests copy
         what is there).
         """
+        own = self.headers
         headers: dict[str, list[str]] = {}
-        for key in ("via", "from", "to", "call-id", "cseq"):
-            values = self.headers.get(key)
+        for key in _COPIED:
+            values = own.get(key)
             if values:
-                headers[key] = list(values)
+                headers[key] = values[:]
         response = Response(status, reason, headers)
         if to_tag is not None and status != 100 and "to" in headers:
             try:
-                if self.to.tag is None:
-                    response.to = self.to.with_tag(to_tag)
+                if self.to.tag is None:  # the request's To text, tagged (§8.2.6.2)
+                    headers["to"] = [f"{headers['to'][0]};tag={to_tag}"]
             except SipParseError:
                 pass
         return response
