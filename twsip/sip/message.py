@@ -548,7 +548,7 @@ class Message:
 
     @property
     def contact(self) -> list[NameAddr]:
-        return [parse_name_addr(v) for v in self.headers.get("contact", ()) if v != "*"]
+        return [_shared_name_addr(v) for v in self.headers.get("contact", ()) if v != "*"]
 
     @property
     def content_type(self) -> str | None:
@@ -572,23 +572,39 @@ class Message:
 
     def to_bytes(self) -> bytes:
         """Serialize; Content-Length always states the real body length."""
-        lines = [self.start_line()]
+        out = [self.start_line()]
+        append = out.append
         for key, values in self.headers.items():
-            if key == "content-length":
-                continue
-            name = canonical_name(key)
-            if key in _JOINED and len(values) > 1:
-                lines.append(f"{name}: {', '.join(values)}")
-                continue
-            for value in values:
-                lines.append(f"{name}: {value}")
-        lines.append(f"Content-Length: {len(self.body)}\r\n\r\n")
-        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + self.body
+            prefix = _line_prefixes.get(key)
+            if prefix is None:
+                if key == "content-length":
+                    continue
+                prefix = _line_prefix(key)
+            if len(values) == 1:
+                append(prefix + values[0])
+            elif key in _JOINED:
+                append(prefix + ", ".join(values))
+            elif values:
+                append(prefix + prefix.join(values))
+        body = self.body
+        append(f"\r\nContent-Length: {len(body)}\r\n\r\n")
+        return "".join(out).encode("utf-8", "surrogateescape") + body
 
     __bytes__ = to_bytes
 
     def __str__(self) -> str:
         return self.to_bytes().decode("utf-8", "replace")
+
+
+# "\r\nName: " per header key, so that serialising is one concatenation per line.
+_line_prefixes: dict[str, str] = {}
+
+
+def _line_prefix(key: str) -> str:
+    prefix = f"\r\n{canonical_name(key)}: "
+    if len(_line_prefixes) < 1024:
+        _line_prefixes[key] = prefix
+    return prefix
 
 
 def _key(name: str) -> str:

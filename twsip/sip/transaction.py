@@ -447,7 +447,7 @@ class ServerInviteTransaction(_Transaction):
 
     def __init__(self, layer: "TransactionLayer", request: Request, addr: Address,
                  user: InviteServerUser | None = None) -> None:
-        super().__init__(layer, server_key(request), request, addr, PROCEEDING)
+        super().__init__(layer, layer.new_key(request), request, addr, PROCEEDING)
         # None while the UA core answers by itself (a refusal, 480 before serving): then
         # nobody but the core needs to hear about a CANCEL or Timer H.
         self.user = user
@@ -541,7 +541,7 @@ class ServerNonInviteTransaction(_Transaction):
     __slots__ = ()
 
     def __init__(self, layer: "TransactionLayer", request: Request, addr: Address) -> None:
-        super().__init__(layer, server_key(request), request, addr, TRYING)
+        super().__init__(layer, layer.new_key(request), request, addr, TRYING)
         layer._server[self.key] = self
 
     def receive_request(self, request: Request) -> bool:
@@ -632,6 +632,8 @@ class TransactionLayer:
         # Peers reached over a connection (TCP, twsip.sip.stream): §17 runs no
         # retransmission timers towards them and Timers D, I, J and K are zero.
         self.reliable: set[Address] = set()
+        # The last request `match_request` found no transaction for, with its key.
+        self._unmatched: tuple[Request | None, tuple[Hashable, ...]] = (None, ())
 
     def linger(self, addr: Address, delay: float) -> float:
         """`delay` for Timers D, I, J, K towards `addr`: zero over a reliable transport."""
@@ -642,10 +644,18 @@ class TransactionLayer:
 
     def match_request(self, request: Request) -> bool:
         """Give a request to its server transaction; True when it was absorbed there."""
-        tx = self._server.get(server_key(request))
+        key = server_key(request)
+        tx = self._server.get(key)
         if tx is None:
+            self._unmatched = (request, key)
             return False
         return tx.receive_request(request)
+
+    def new_key(self, request: Request) -> tuple[Hashable, ...]:
+        """The key of a new server transaction: usually the request just looked up in
+        vain by `match_request`, whose key is not computed twice."""
+        request_then, key = self._unmatched
+        return key if request_then is request else server_key(request)
 
     def match_response(self, response: Response) -> bool:
         """Give a response to its client transaction (§17.1.3); False when none matches."""
