@@ -19,6 +19,7 @@ from twsip.manager import InstanceManager
 from twsip.sip.dialog import CallFailed
 from twsip.sip.instance import SipInstance
 from twsip.sip.overload import ECHO_PREFIX, OverloadControl, OverloadSettings
+from twsip.sip.transaction import server_key
 from twsip.testing import FakeNetwork
 
 from raw_phone import RawPhone, finish
@@ -71,13 +72,19 @@ def test_new_invites_get_503_while_datagrams_wait() -> None:
     assert refused[0].body == b"" and refused[0].to.tag
     assert uas.overload.shed == 1 and uas.noise.counts["overload-503"] == 1
     assert uas.calls and len(uas.calls) == 1  # only the first call
-    # A retransmission is absorbed by its transaction: the same 503, no new work.
+    # Refused statelessly (RFC 3261 8.2.7, twsip.sip.shedding): no transaction is kept,
+    # so a retransmission is refused again, and the ACK of the 503 is dropped unparsed.
+    assert not uas.transactions.has_server(server_key(invite))
+    assert refused[0].top_via.params["rport"] == str(phone.addr[1])  # as stateful answers
+    assert refused[0].to.tag.startswith(uas.shedder.marker.decode())
     phone.send(invite)
     net.pump()
     assert [r.status for r in phone.received()] == [503]
-    assert uas.overload.shed == 1
+    assert uas.overload.shed == 2
     phone.send(phone.follow_up("ACK", invite, refused[0], cseq=1, same_branch=True))
     net.pump()
+    assert uas.shedder.acks_dropped == 1 and not phone.received()
+    assert set(uas.noise.counts) == {"overload-503"}  # nothing stray, nothing malformed
     # Once the queue is read promptly again, new calls are taken.
     net.advance(0.2)
     assert uas.overload.current_delay() < 0.1

@@ -46,6 +46,7 @@ from twsip.sip.screening import (
     screen,
     screen_offer,
 )
+from twsip.sip.shedding import Shedder
 from twsip.sip.shutdown import abandon, end_calls, send_options
 from twsip.sip.stream import StreamRouter
 from twsip.sip.transaction import (
@@ -69,6 +70,9 @@ from twsip.sip.wire import (
 __all__ = ["SipInstance", "MessageEvent", "KNOWN_METHODS", "CallClaim"]
 
 log = Logger(namespace="twsip.instance")
+# What a stateless 503 is called in a send failure's log line (it has no message object).
+_SHED = Response(503, "Service Unavailable")
+_SHEDDABLE = frozenset((b"INVI", b"ACK "))  # what `Shedder.take` may answer or drop
 
 # The socket's receive buffer (the kernel caps it at net.core.rmem_max). It only costs memory
 # while datagrams wait, and lets them wait out a pause of this process (a full garbage
@@ -116,6 +120,9 @@ class SipInstance(Identity, DatagramProtocol):
         self.registry = DialogRegistry(self.noise)
         self.limits = CallLimits(self.noise, max_calls)  # see twsip.sip.limits
         self.overload = OverloadControl(self, overload)  # 503 to new calls when behind
+        # ... answered from their bytes, without a transaction (the cheap way to say no)
+        self.shedder = Shedder(self.overload, self.transactions.has_server, self._send_shed,
+                               self._unobserved)
         self.dialogs: dict[DialogId, Session] = self.registry.dialogs
         self.calls: set[Session] = self.registry.calls
         self.watchers = MessageObservers(self, self.clock, log_messages, trace_messages)
@@ -184,8 +191,22 @@ class SipInstance(Identity, DatagramProtocol):
             log.warn("{dn}: could not send {what}: {error}", dn=self.dn, what=exc.what,
                      error=printable(exc))
 
+    def _unobserved(self) -> bool:
+        return not (self.observers or self.watchers.log_messages)
+
+    def _send_shed(self, data: bytes, addr: Address) -> None:
+        """A stateless 503 (twsip.sip.shedding): to where the INVITE came from; a failure
+        is logged and changes nothing else."""
+        try:
+            self._send(data, addr, _SHED)
+        except SendFailed as exc:
+            log.warn("{dn}: could not send {what}: {error}", dn=self.dn, what=exc.what,
+                     error=printable(exc))
+
     def datagramReceived(self, data: bytes, addr: Address) -> None:  # noqa: N802
         try:
+            if data[:4] in _SHEDDABLE and self.shedder.take(data, addr):
+                return
             try:
                 message = parse(data)
             except SipParseError as exc:

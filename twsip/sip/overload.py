@@ -94,24 +94,40 @@ class OverloadControl:
             return delay
         return max(delay, self.owner.clock.seconds() - sent)
 
-    def refusal(self, invite: Request, new_tag: Callable[[], str]) -> Response | None:
-        """503 + Retry-After for a new out-of-dialog INVITE while overloaded, else None."""
-        if not self.settings.enabled:
-            return None
+    @property
+    def retry_after(self) -> int:
+        return self.settings.retry_after
+
+    def overloaded(self) -> bool:
+        """Whether a new INVITE arriving now is to be refused; counts it as arriving."""
+        settings = self.settings
+        if not settings.enabled:
+            return False
         self._invites += 1
         if self._probe is None and not self.owner.noise.closed:
             # The first echo goes from the timer: nothing but answers leaves while a
             # datagram is handled.
             self._arm()
-        delay = self.current_delay()
-        if delay <= self.settings.max_delay:
-            return None
+        limit = settings.max_delay  # current_delay() > limit, on every new INVITE
+        if self.delay > limit or self.late > limit:
+            return True
+        sent = self._sent_at
+        return sent is not None and self.owner.clock.seconds() - sent > limit
+
+    def note_shed(self, call_id: str) -> None:
+        """One more new call refused (here or statelessly by `twsip.sip.shedding`)."""
         self.shed += 1
         self.owner.noise.note(
             "overload-503", "new calls refused 503 (overload)",
             "datagrams wait {delay_ms:.0f} ms, over {limit_ms:.0f} ms: answering 503 to "
-            "new calls (first: call-id {call_id})", delay_ms=delay * 1000,
-            limit_ms=self.settings.max_delay * 1000, call_id=printable(invite.call_id))
+            "new calls (first: call-id {call_id})", delay_ms=self.current_delay() * 1000,
+            limit_ms=self.settings.max_delay * 1000, call_id=printable(call_id))
+
+    def refusal(self, invite: Request, new_tag: Callable[[], str]) -> Response | None:
+        """503 + Retry-After for a new out-of-dialog INVITE while overloaded, else None."""
+        if not self.overloaded():
+            return None
+        self.note_shed(invite.call_id)
         response = invite.response(503, "Service Unavailable", to_tag=new_tag())
         response.set("retry-after", str(self.settings.retry_after))
         return response

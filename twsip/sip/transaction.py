@@ -31,6 +31,7 @@ from twsip.sip.message import (
     Request,
     Response,
     SipParseError,
+    Via,
     parse,
     request_headers,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "ServerInviteTransaction",
     "ServerNonInviteTransaction",
     "server_key",
+    "via_key",
     "MAGIC_COOKIE",
 ]
 
@@ -148,6 +150,11 @@ class TimerSettings:
         return 64 * self.t1
 
 
+def via_key(via: Via, method: str) -> tuple[Hashable, ...]:
+    """The §17.2.3 key of a request whose top Via has an RFC 3261 branch."""
+    return (via.branch, via.host.lower(), via.port or 5060, method)
+
+
 def server_key(request: Request, method: str | None = None) -> tuple[Hashable, ...]:
     """The §17.2.3 matching key; RFC 2543 requests (no magic cookie) use the old rule.
 
@@ -159,7 +166,7 @@ def server_key(request: Request, method: str | None = None) -> tuple[Hashable, .
     via = request.top_via
     branch = via.branch
     if branch and branch.startswith(MAGIC_COOKIE) and len(branch) > 7:
-        return (branch, via.host.lower(), via.port or 5060, method)
+        return via_key(via, method)
     return ("2543", request.uri, request.from_.tag, request.call_id,
             request.cseq.number, via.host.lower(), via.port, via.branch, method)
 
@@ -664,6 +671,10 @@ class TransactionLayer:
             return False
         tx.receive(response)
         return True
+
+    def has_server(self, key: tuple[Hashable, ...]) -> bool:
+        """Whether a server transaction with this key exists (it would absorb a request)."""
+        return key in self._server
 
     def invite_for_cancel(self, cancel: Request) -> ServerInviteTransaction | None:
         """The INVITE transaction a CANCEL names (§9.2): same key, method INVITE."""

@@ -12,10 +12,11 @@ import errno
 
 from twisted.internet.error import MessageLengthError
 
-from twsip.sip.message import Request
+from twsip.sip.message import Request, Via
 from twsip.sip.uri import Address, is_loopback
 
-__all__ = ["LOOPBACK_HOSTS", "SendFailed", "may_send_to", "send_failure", "stamp_received"]
+__all__ = ["LOOPBACK_HOSTS", "SendFailed", "may_send_to", "send_failure", "stamp_received",
+           "stamp_via"]
 
 # is_loopback() per destination host seen, since every datagram sent asks. The sender reads
 # this dict first and calls `may_send_to` only for a host not known to be loopback.
@@ -57,7 +58,12 @@ def may_send_to(host: str) -> bool:
 def stamp_received(request: Request, addr: Address) -> None:
     """§18.2.1 `received` and RFC 3581 `rport` on the top Via: the address the request
     really came from, where its responses go (§18.2.2)."""
-    via = request.top_via
+    if stamp_via(request.top_via, addr):
+        request.update_top_via()
+
+
+def stamp_via(via: Via, addr: Address) -> bool:
+    """Set `received` and `rport` on one Via as `stamp_received` does; True if changed."""
     changed = False
     if via.host != addr[0]:
         via.set_param("received", addr[0])
@@ -65,5 +71,4 @@ def stamp_received(request: Request, addr: Address) -> None:
     if "rport" in via.params and not via.params["rport"]:
         via.set_param("rport", str(addr[1]))
         changed = True
-    if changed:
-        request.update_top_via()
+    return changed
