@@ -72,7 +72,10 @@ class NewInvite:
 
 
 def read_new_invite(data: bytes) -> NewInvite | None:
-    """The copied lines of `data` if it is a plain new INVITE; None leaves it to the parser."""
+    """The copied lines of `data` if it is a plain new INVITE; None leaves it to the parser.
+
+    Only what the 503 copies is read: a fault elsewhere in the request (which the parser
+    would answer 400) is no reason to take on a call while overloaded."""
     if not data.startswith(b"INVITE "):
         return None
     end = data.find(b"\r\n\r\n")
@@ -90,7 +93,7 @@ def read_new_invite(data: bytes) -> NewInvite | None:
     for line in lines[1:]:
         colon = line.find(b":")
         if colon <= 0:
-            return None
+            continue  # no header this 503 copies
         key = _COPIED_NAMES.get(line[:colon].rstrip(b" \t").lower())
         if key is None:
             continue
