@@ -17,7 +17,6 @@ __all__ = ["Address", "wire_number", "ipv4_literal", "is_loopback"]
 # Where a datagram goes or came from: (IPv4 literal, port). The one address type of twsip.
 Address = tuple[str, int]
 
-_DIGITS = re.compile(r"[0-9]+\Z", re.ASCII)
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}\Z", re.ASCII)
 # Longer than any number a SIP or SDP field may hold: refuse before int() works on it.
@@ -26,8 +25,8 @@ _MAX_DIGITS = 12
 
 def wire_number(text: str) -> int | None:
     """The value of ASCII digits, or None for anything else (signs, spaces, other digits)."""
-    if len(text) > _MAX_DIGITS or not _DIGITS.match(text):
-        return None
+    if len(text) > _MAX_DIGITS or not text.isdigit() or not text.isascii():
+        return None  # (an ASCII str is digits exactly when it is 0-9 only)
     return int(text)
 
 

@@ -46,6 +46,7 @@ MAX_HEADER_LINES = 512
 MAX_COPIED_BYTES = 32768
 MAX_PARAMS = 100
 _COPIED = ("via", "from", "to", "call-id", "cseq")
+_PARSED_KEYS = frozenset(("via", "from", "to", "cseq"))  # kept parsed beside `headers`
 
 # RFC 3261 §7.3.3 plus the compact forms registered since (RFC 3265, 3515, 3891, 4028).
 COMPACT = {
@@ -467,7 +468,8 @@ class Message:
     def set(self, name: str, value: str | Iterable[str]) -> None:
         key = _key(name)
         self.headers[key] = [value] if isinstance(value, str) else list(value)
-        self._forget(key)
+        if key in _PARSED_KEYS:
+            self._forget(key)
 
     def _forget(self, key: str) -> None:
         if key == "via":
