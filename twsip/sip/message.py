@@ -540,9 +540,10 @@ class Message:
 
     @property
     def max_forwards(self) -> int | None:
-        value = self.get("max-forwards")
-        if value is None:
+        values = self.headers.get("max-forwards")
+        if not values:
             return None
+        value = values[0]
         number = wire_number(value.strip())
         if number is None or number > 255:
             raise SipParseError(400, f"Max-Forwards {value!r} is not a number from 0 to 255")
@@ -847,17 +848,20 @@ def _check(message: Message) -> None:
         if not headers.get(key):
             raise SipParseError(400, f"missing {canonical_name(key)} header", message)
     try:
-        message.vias
-        message.from_
-        message.to
+        # The parsed forms are cached on the message, as the properties would.
+        message._vias = [parse_via(v) for v in headers["via"]]
+        message._from = _shared_name_addr(headers["from"][0])
+        message._to = _shared_name_addr(headers["to"][0])
         cseq = message.cseq
-        if not message.call_id or " " in message.call_id:
+        call_id = headers["call-id"][0]
+        if not call_id or " " in call_id:
             raise SipParseError(400, "malformed Call-ID")
         if isinstance(message, Request):
             if cseq.method != message.method:
                 raise SipParseError(
                     400, f"CSeq method {cseq.method} does not match {message.method}")
-            message.max_forwards
+            if "max-forwards" in headers:
+                message.max_forwards
     except SipParseError as exc:
         exc.message = message
         raise
