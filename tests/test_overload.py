@@ -176,6 +176,9 @@ async def test_over_real_udp_a_blocked_reactor_sheds_then_recovers() -> None:
         assert info.value.status == 503
         assert 0.3 <= callee.ua.overload.delay < 2.0
         assert (await caller.ua.options(callee.ua.uri)).status == 200
+        # Refused from its bytes (twsip.sip.shedding); the caller's ACK of the 503 came
+        # before the OPTIONS and was dropped unparsed.
+        assert callee.ua.shedder.count == 1 and callee.ua.shedder.acks_dropped == 1
         await task.deferLater(reactor, 0.15, lambda: None)  # echoes come back promptly
         session = await caller.ua.invite(callee.ua.uri)
         await session.hangup()
