@@ -389,7 +389,15 @@ class MediaSession:
     SDP then differs and its version goes up). `negotiated` is the state in force, None
     until the first exchange completes; `local_sdp`/`remote_sdp` are the bodies it came
     from. A failed exchange (`SdpError`) changes none of them.
+
+    Every call keeps one for as long as it is up (thousands at once): `__slots__` keep
+    it small.
     """
+
+    __slots__ = ("codecs", "host", "port", "session_id", "version", "local_only",
+                 "telephone_event", "ptime", "username", "negotiated", "local_sdp",
+                 "remote_sdp", "wanted", "_sent", "_pending", "_pending_rest",
+                 "_pending_wish")
 
     def __init__(self, codecs: Sequence[str], host: str, port: int, *,
                  session_id: int | None = None, local_only: bool = True,

@@ -58,7 +58,8 @@ class ClientSession(Session):
         self.remote_uri = target
         self.remote_target = target
         self.peer = addr
-        self._provisional: list[Response] | list[bytes] = []
+        # Parsed while early; a tuple of bytes once up (not even walked by the collector).
+        self._provisional: list[Response] | tuple[bytes, ...] = []
         self._final_response: Response | bytes | None = None
         # None once fired with this session: `when_answered` then succeeds at once.
         self._answered: Outcome | None = Outcome()
@@ -94,7 +95,7 @@ class ClientSession(Session):
     def provisional(self) -> list[Response]:
         """The 1xx responses received, in order (copies parsed again once the call is up)."""
         kept = self._provisional
-        if kept and type(kept[0]) is bytes:
+        if type(kept) is tuple:
             return [rebuild_response(data) for data in kept]
         return kept  # type: ignore[return-value]
 
@@ -110,8 +111,8 @@ class ClientSession(Session):
         """The call is up: its messages are kept as bytes (`twsip.sip.retained`)."""
         if type(self._invite) is not bytes:
             self._invite = retain(self._invite)  # type: ignore[arg-type]
-        if self._provisional and type(self._provisional[0]) is not bytes:
-            self._provisional = [retain(r) for r in self._provisional]  # type: ignore[arg-type]
+        if type(self._provisional) is list:
+            self._provisional = tuple(retain(r) for r in self._provisional)
         final = self._final_response
         if final is not None and type(final) is not bytes:
             self._final_response = retain(final)  # type: ignore[arg-type]
@@ -159,7 +160,7 @@ class ClientSession(Session):
     def receive_response(self, response: Response) -> None:
         status = response.status
         if status < 200:
-            self._provisional.append(response)  # type: ignore[arg-type]  # early: parsed
+            self._provisional.append(response)  # type: ignore[union-attr]  # early: a list
             tag = response.to.tag
             if tag and self.remote_tag is None and self.state is EARLY:
                 self.remote_tag = tag
@@ -315,6 +316,7 @@ class ClientSession(Session):
             self.state = ENDED
             self.end_reason = reason
             self._close_media()
+            self.ua.unregister_dialog(self)  # out of `calls` (a crossing 2xx puts it back)
             if self._ended is not None:
                 self._ended.fire(reason)
             return
