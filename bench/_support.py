@@ -45,10 +45,15 @@ class RetransmissionCounter:
         self._undo: list[Callable[[], None]] = []
 
     def install(self) -> "RetransmissionCounter":
-        from twsip.sip import dialog, transaction
+        from twsip.sip import transaction
 
-        for owner, name in ((transaction._Transaction, "_resend"),
-                            (dialog.ServerSession, "_resend_2xx")):
+        try:  # the UAS's 2xx retransmissions (RFC 3261 13.3.1.4), in the dialog layer
+            from twsip.sip.ack_wait import AckWait
+            resend_2xx: tuple[Any, str] = (AckWait, "_resend")
+        except ImportError:  # an older twsip (--twsip DIR) resent them from the session
+            from twsip.sip import dialog
+            resend_2xx = (dialog.ServerSession, "_resend_2xx")
+        for owner, name in ((transaction._Transaction, "_resend"), resend_2xx):
             original = getattr(owner, name, None)
             if original is None:
                 print(f"  (cannot count retransmissions: no {owner.__name__}.{name})",

@@ -5,7 +5,8 @@
    delta over N. Then `cleanup()`: the time until every port is released.
 2. C concurrent established calls in one process: callers call callees (auto-answer), at
    most `window` setups in flight, until all C calls are up at once; the time that takes,
-   VmRSS per call (both ends), then every call hung up and the time for that.
+   VmRSS per call (both ends), the GC-tracked objects per call (both ends) and the
+   collector's time during the set-up, then every call hung up and the time for that.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ async def calls(count: int, pairs: int, window: int) -> dict:
     counter = RetransmissionCounter().install()
     gc.collect()
     rss_before = rss_kib()
+    objects_before = len(gc.get_objects())
+    gc_time = _GcTime()
+    gc.callbacks.append(gc_time)
     sessions: list = []
     failures: list[str] = []
     limit = DeferredSemaphore(window)
@@ -97,9 +101,11 @@ async def calls(count: int, pairs: int, window: int) -> dict:
     start = time.perf_counter()
     await gatherResults([Deferred.fromCoroutine(one(k)) for k in range(count)])
     setup_time = time.perf_counter() - start
+    gc.callbacks.remove(gc_time)
     established = sum(len([s for s in m.ua.calls if s.established]) for m in callers)
     gc.collect()
     rss_after = rss_kib()
+    objects_per_call = (len(gc.get_objects()) - objects_before) / max(established, 1)
     retrans = counter.count
     results: list = []
 
@@ -125,7 +131,30 @@ async def calls(count: int, pairs: int, window: int) -> dict:
             "rss_per_call_kib": (rss_after - rss_before) / max(established, 1),
             "rss_total_mib": (rss_after - rss_before) / 1024, "hangup_s": hangup_time,
             "bad_hangups": bad_hangups, "retransmissions": retrans,
-            "cleanup_s": cleanup_time, "pairs": pairs}
+            "cleanup_s": cleanup_time, "pairs": pairs, "objects_per_call": objects_per_call,
+            "gc_setup_s": gc_time.total, "gc_full_runs": gc_time.full,
+            "gc_longest_s": gc_time.longest}
+
+
+class _GcTime:
+    """The cyclic collector's time (a gc.callbacks hook): with thousands of calls up, full
+    collections walk every call's objects, which is what makes set-up slow down as calls
+    accumulate."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.longest = 0.0
+        self.full = 0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+            return
+        took = time.perf_counter() - self._start
+        self.total += took
+        self.longest = max(self.longest, took)
+        self.full += info["generation"] == 2
 
 
 def run(quick: bool = False, workdir: str | None = None, options: dict | None = None
@@ -164,13 +193,18 @@ def run(quick: bool = False, workdir: str | None = None, options: dict | None = 
             target=f"all {n_calls:,} up at once, 0 failed",
             met=(call["established"] == n_calls and call["failed"] == 0) if verdict else None,
             notes=[f"{call['pairs']} caller -> {call['pairs']} callee instances, 200 setups "
-                   f"in flight; {call['established']} established, {call['failed']} failed, "
+                   f"in flight ({n_calls / call['setup_s']:,.0f} calls/s); "
+                   f"{call['established']} established, {call['failed']} failed, "
                    f"{call['retransmissions']} retransmissions"]
             + [f"failure: {f}" for f in call["failures"]]),
         Row(f"{n_calls:,} concurrent established calls: RSS per call", call["rss_per_call_kib"],
             "KiB", target="report (both ends)",
             notes=[f"{call['rss_total_mib']:.1f} MiB for {call['established']} calls, "
-                   f"caller and callee state together"]),
+                   f"caller and callee state together; "
+                   f"{call['objects_per_call']:.1f} GC-tracked objects per call; the "
+                   f"collector took {call['gc_setup_s']:.2f} s of the set-up "
+                   f"({call['gc_full_runs']} full runs, longest "
+                   f"{call['gc_longest_s'] * 1000:.0f} ms)"]),
         Row(f"{n_calls:,} calls: hang up all", call["hangup_s"], "s", target="report",
             notes=[f"{call['bad_hangups']} BYEs without a 200; cleanup afterwards "
                    f"{call['cleanup_s']:.2f} s"]),

@@ -350,3 +350,38 @@ def test_directions_convert_to_the_rtp_layers_by_value() -> None:
     for direction in Direction:
         assert RtpDirection(direction).value == direction.value
         assert Direction(RtpDirection(direction.value)) is direction
+
+
+# -- the negotiation caches key on the SDP without its o= numbers (issue 14, set-up rate) --
+
+def test_offers_differing_only_in_their_o_numbers_share_one_cache_entry() -> None:
+    from twsip.sip import offer_answer
+
+    one = sdp.build_offer(["PCMU"], "127.0.0.1", 30000, session_id=111)
+    two = sdp.build_offer(["PCMU"], "127.0.0.1", 30000, session_id=222, version=7)
+    assert one != two and offer_answer.cache_key(one) == offer_answer.cache_key(two)
+    assert offer_answer.cache_key(one) == one.replace(b" 111 111 ", b" 0 0 ", 1)
+    assert answer_offer(one, ["PCMU"], "127.0.0.1", 40000) \
+        == answer_offer(two, ["PCMU"], "127.0.0.1", 40000)
+    # Numbers the parser refuses are left as they are, so they still fail the same way.
+    bad = one.replace(b" 111 111 ", b" 111 x1 ", 1)
+    assert offer_answer.cache_key(bad) == bad
+    with pytest.raises(SdpError):
+        answer_offer(bad, ["PCMU"], "127.0.0.1", 40000)
+    too_long = one.replace(b" 111 111 ", b" 111 " + b"1" * 21 + b" ", 1)
+    assert offer_answer.cache_key(too_long) == too_long
+    with pytest.raises(SdpError):
+        answer_offer(too_long, ["PCMU"], "127.0.0.1", 40000)
+
+
+def test_answers_differing_only_in_their_o_numbers_agree_alike() -> None:
+    from twsip.sip.offer_answer import MediaSession
+
+    agreed = []
+    for session_id in (5, 6):
+        caller = MediaSession(["PCMU", "PCMA"], "127.0.0.1", 30000)
+        offer = caller.make_offer()
+        callee = MediaSession(["PCMA"], "127.0.0.1", 40000, session_id=session_id)
+        answer, _ = callee.receive_offer(offer)
+        agreed.append(caller.receive_answer(answer))
+    assert agreed[0] == agreed[1] and agreed[0].codec == "PCMA"

@@ -346,8 +346,7 @@ class InstanceManager:
                                 from_uri=registration.aor)
         if registration.credentials is not None:
             session.challenges = ChallengeAnswerer(registration.credentials)
-        ua.calls.add(session)
-        session.when_ended().addCallback(lambda _: ua.calls.discard(session))
+        ua.calls.add(session)  # until it ends: its end unregisters it (registry.remove)
         return session
 
     async def unregister_all(self) -> None:

@@ -343,8 +343,7 @@ class SipInstance(Identity, DatagramProtocol):
         if addr is None:
             raise CallFailed(503, f"local mode calls only sip: URIs on 127.0.0.0/8, not {target!r}")
         session = ClientSession(self, target, addr, self.new_call_id(), timeout)
-        self.calls.add(session)
-        session.when_ended().addCallback(lambda _: self.calls.discard(session))
+        self.calls.add(session)  # until it ends: its end unregisters it (registry.remove)
         return session
 
     def invite(self, target: str, timeout: float | None = 32.0) -> Deferred[ClientSession]:

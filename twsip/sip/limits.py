@@ -11,6 +11,9 @@ ports until shutdown:
   hang up for it).
 - RFC 4028 session timers (`session_timer`), for calls whose peer offers them.
 
+It also holds the set-up limit of the calls the instance places (`ClientSession`'s
+`timeout`: no answer by then, the call is cancelled).
+
 The deadlines of all calls share one DelayedCall per kind (`Deadlines`), so the limits
 cost a dict insert and a dict pop per call on the SIPp hot path.
 """
@@ -41,6 +44,14 @@ class _Call(Protocol):
     def hangup(self) -> Deferred[Any]: ...
 
 
+class _Placed(Protocol):
+    def setup_timed_out(self) -> None: ...
+
+
+def _setup_over(call: _Placed) -> None:
+    call.setup_timed_out()
+
+
 class CallLimits:
     """The bounds on one instance's calls (see the module); 0 turns a bound off."""
 
@@ -51,6 +62,9 @@ class CallLimits:
         self.max_call_seconds = max_call_seconds
         self.idle: Deadlines[_Call] = Deadlines(noise.clock, self._idle_over)
         self.timers = SessionTimers(noise.clock, noise)
+        # The calls we place that wait for an answer within their `timeout`: one shared
+        # timer instead of a DelayedCall (and a bound method) per call.
+        self.setup: Deadlines[_Placed] = Deadlines(noise.clock, _setup_over)
 
     def refusal(self, invite: Request, calls: int, new_tag: Callable[[], str],
                 ) -> Response | None:
@@ -82,6 +96,7 @@ class CallLimits:
     def close(self) -> None:
         self.idle.close()
         self.timers.close()
+        self.setup.close()
 
     def _idle_over(self, session: _Call) -> None:
         if not session.established:

@@ -16,6 +16,7 @@ re-offer leaves in place (§8).
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -267,9 +268,25 @@ _plans: dict[tuple[bytes, tuple[str, ...], Direction | None, bool], _AnswerPlan]
 _agreed: dict[tuple[str, bytes, bool], NegotiatedMedia] = {}
 
 
+# The o= line's session id and version are all that differ between the SDPs one peer
+# sends on its calls (each call's session has its own id), and nothing in a negotiation
+# reads them: only that they are 1-20 ASCII digits (RFC 4566 5.2, `sdp_model`). So the
+# caches take bodies with those two numbers as "0 0", and one peer's calls share an entry.
+_ORIGIN_NUMBERS = re.compile(rb"v=0\r\no=([^ \r\n]+) [0-9]{1,20} [0-9]{1,20} ")
+
+
+def cache_key(body: bytes) -> bytes:
+    """`body` as the negotiation caches know it: the o= numbers as "0 0" when they are
+    valid (any valid pair parses alike), else unchanged."""
+    match = _ORIGIN_NUMBERS.match(body)
+    if match is None:
+        return body
+    return b"v=0\r\no=" + match.group(1) + b" 0 0 " + body[match.end():]
+
+
 def _cached_plan(offer: bytes, codecs: Sequence[str], want: Direction | None,
                  local_only: bool) -> _AnswerPlan:
-    key = (offer, tuple(codecs), want, local_only)
+    key = (cache_key(offer), tuple(codecs), want, local_only)
     plan = _plans.get(key)
     if plan is None:
         plan = _plan_answer(parse(offer), codecs, want, local_only)
@@ -282,7 +299,7 @@ def _cached_plan(offer: bytes, codecs: Sequence[str], want: Direction | None,
 
 def _cached_agreement(offer_rest: str, answer: bytes, local_only: bool) -> NegotiatedMedia:
     """`process_answer` for an offer of ours known by everything after its o= line."""
-    key = (offer_rest, answer, local_only)
+    key = (offer_rest, cache_key(answer), local_only)
     negotiated = _agreed.get(key)
     if negotiated is None:
         offer = _body("twsip", 0, 0, "127.0.0.1", offer_rest)
@@ -372,7 +389,15 @@ class MediaSession:
     SDP then differs and its version goes up). `negotiated` is the state in force, None
     until the first exchange completes; `local_sdp`/`remote_sdp` are the bodies it came
     from. A failed exchange (`SdpError`) changes none of them.
+
+    Every call keeps one for as long as it is up (thousands at once): `__slots__` keep
+    it small.
     """
+
+    __slots__ = ("codecs", "host", "port", "session_id", "version", "local_only",
+                 "telephone_event", "ptime", "username", "negotiated", "local_sdp",
+                 "remote_sdp", "wanted", "_sent", "_pending", "_pending_rest",
+                 "_pending_wish")
 
     def __init__(self, codecs: Sequence[str], host: str, port: int, *,
                  session_id: int | None = None, local_only: bool = True,

@@ -21,6 +21,7 @@ from twsip.sip.offer_answer import (
     OfferAnswerStateError,
     answer_offer,
     build_offer,
+    cache_key,
     process_answer,
 )
 from twsip.sip.sdp_model import (
@@ -82,7 +83,7 @@ def offer(codecs: Sequence[str], host: str, port: int) -> bytes:
 
 def answer(offer_body: bytes, codecs: Sequence[str], host: str, port: int) -> bytes:
     """`build_answer`, remembered (raises `SdpError` the same way)."""
-    key = (offer_body, tuple(codecs), host, port)
+    key = (cache_key(offer_body), tuple(codecs), host, port)  # the answer's o= is ours
     body = _cache.get(key)
     if body is None:
         body = build_answer(offer_body, codecs, host, port)

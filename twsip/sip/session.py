@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from typing import Callable, Protocol
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
 from twsip.interfaces import TimeSource
@@ -126,10 +126,23 @@ class FinalResponse:
 ServerTransaction = ServerInviteTransaction | ServerNonInviteTransaction
 
 
-class Session:
-    """Dialog state shared by both ends of a call, and how a call ends."""
+_NO_ROUTES: tuple[str, ...] = ()
 
-    owns_call_id = False  # whether we made the Call-ID up: §14.1's glare timers differ
+
+class CallRecord:
+    """What a call keeps: its dialog state (RFC 3261 §12) and the parts of a call made on
+    first use. `Session` is what a call does with it.
+
+    Thousands of calls may be up at once in one process, and every object a call keeps
+    is walked by each full garbage collection: so calls have `__slots__`, and what most
+    calls never use (the end's Outcome, the mid-call state) is made when first asked for.
+    """
+
+    __slots__ = ("ua", "call_id", "local_tag", "remote_tag", "local_uri", "remote_uri",
+                 "local_cseq", "remote_cseq", "remote_target", "route_set", "peer", "state",
+                 "remote_sdp", "local_sdp", "media", "media_closed", "sdp", "negotiated",
+                 "end_reason", "_ended", "_hangup", "_ack_wait", "_our_reinvite", "_midcall",
+                 "__weakref__", "__dict__")  # a dict only if something else is set on it
 
     def __init__(self, ua: UserAgent, call_id: str, local_tag: str) -> None:
         self.ua = ua
@@ -141,7 +154,8 @@ class Session:
         self.local_cseq = 0
         self.remote_cseq: int | None = None
         self.remote_target = ""
-        self.route_set: list[str] = []
+        # A tuple: most calls have no route set, and the empty tuple is shared.
+        self.route_set: tuple[str, ...] = _NO_ROUTES
         self.peer: Address = ("127.0.0.1", 5060)
         self.state = EARLY
         self.remote_sdp: bytes | None = None
@@ -151,11 +165,23 @@ class Session:
         self.sdp: MediaSession | None = None  # offer/answer state (RFC 3264)
         self.negotiated: NegotiatedMedia | None = None
         self.end_reason: str | None = None
-        self._ended = Outcome()
+        self._ended: Outcome | None = None  # made when somebody waits for the end
         self._hangup: Outcome | None = None
         self._ack_wait: AckWait | None = None  # our last 2xx to an INVITE, until its ACK
         self._our_reinvite: ReInvite | None = None  # our re-offer, until its ACK or failure
-        self.midcall = MidCallState()  # hold state and transfers, for the layers above
+        self._midcall: MidCallState | None = None  # see `midcall`
+
+    @property
+    def midcall(self) -> MidCallState:
+        """Hold state and transfers, for the layers above; made when first asked for (a
+        flow's HELD node, a transfer), in the state it would have had from the start."""
+        midcall = self._midcall
+        if midcall is None:
+            midcall = self._midcall = MidCallState()
+            midcall.negotiated = self.negotiated
+            if self.state is ENDED:
+                midcall.close(self.end_reason or "ended")
+        return midcall
 
     @property
     def dialog_id(self) -> tuple[str, str, str | None]:
@@ -171,7 +197,20 @@ class Session:
 
     def when_ended(self) -> Deferred[str]:
         """A new Deferred firing with a short reason once the dialog ends, from either side."""
-        return self._ended.wait()
+        ended = self._ended
+        if ended is None:
+            if self.state is ENDED:
+                return succeed(self.end_reason or "ended")
+            ended = self._ended = Outcome()
+        return ended.wait()
+
+
+class Session(CallRecord):
+    """Dialog state shared by both ends of a call (`CallRecord`), and how a call ends."""
+
+    __slots__ = ()
+
+    owns_call_id = False  # whether we made the Call-ID up: §14.1's glare timers differ
 
     def hangup(self) -> Deferred:
         """End an established call with BYE; fires with the BYE's final response."""
@@ -228,7 +267,7 @@ class Session:
                 headers["route"] = list(self.route_set)
             else:  # strict router (§12.2.1.1): it takes the Request-URI's place
                 uri = self.route_set[0].strip("<>")
-                headers["route"] = self.route_set[1:] + [f"<{self.remote_target}>"]
+                headers["route"] = [*self.route_set[1:], f"<{self.remote_target}>"]
         headers["contact"] = [f"<{self.ua.contact}>"]
         return Request(method, uri, headers)
 
@@ -346,8 +385,10 @@ class Session:
         if self._our_reinvite is not None:
             self._our_reinvite.stop(f"the call ended ({reason})")
             self._our_reinvite = None
-        self.midcall.close(reason)
-        self._ended.fire(reason)
+        if self._midcall is not None:  # else it is made closed, if ever
+            self._midcall.close(reason)
+        if self._ended is not None:  # else `when_ended` answers from `end_reason`
+            self._ended.fire(reason)
 
     # -- media ------------------------------------------------------------------------------
     def _open_media(self) -> int:
@@ -372,7 +413,8 @@ class Session:
         """An offer/answer completed: the RTP endpoint follows it (RFC 3264: the new
         session replaces the old one only now)."""
         self.negotiated = negotiated
-        self.midcall.media_changed(negotiated)
+        if self._midcall is not None:  # else it starts from `negotiated` when made
+            self._midcall.media_changed(negotiated)
         media = self.media
         if media is None:
             return

@@ -134,8 +134,7 @@ class _Referred:
         ua = self.ua
         new = self.new = ClientSession(ua, self.target, self.addr, ua.new_call_id(),
                                        TRANSFER_CALL_TIMEOUT, headers=self.headers)
-        ua.calls.add(new)
-        new.when_ended().addCallback(lambda _: ua.calls.discard(new))
+        ua.calls.add(new)  # until it ends: its end unregisters it (registry.remove)
         new.when_answered().addCallbacks(self._answered, self._failed)
 
     def _answered(self, new: ClientSession) -> None:

@@ -8,6 +8,7 @@ from twisted.logger import Logger
 from twsip.outcome import Outcome
 from twsip.sip.sdp import SdpError
 from twsip.sip.message import Request, Response
+from twsip.sip.retained import rebuild_request, retain
 from twsip.sip.session import (
     ALLOWED_METHODS,
     CONFIRMED,
@@ -26,12 +27,17 @@ log = Logger(namespace="twsip.dialog")
 
 class ServerSession(Session):
     """A call this user agent receives, created by the UA core per new INVITE; the user of
-    that INVITE's server transaction."""
+    that INVITE's server transaction.
+
+    Once answered, the INVITE is kept as its bytes (`twsip.sip.retained`): `invite` then
+    parses them again when asked, a new copy each time."""
+
+    __slots__ = ("_invite", "tx", "answered", "_answered", "_ringing_sent")
 
     def __init__(self, ua: UserAgent, invite: Request, tx: ServerInviteTransaction,
                  addr: Address) -> None:
         super().__init__(ua, invite.call_id, ua.new_tag())
-        self.invite = invite
+        self._invite: Request | bytes = invite
         self.tx = tx
         tx.replace_user(self)
         frm = invite.from_
@@ -42,12 +48,23 @@ class ServerSession(Session):
         self.peer = addr
         contacts = invite.contact
         self.remote_target = contacts[0].uri if contacts else frm.uri
-        self.route_set = invite.get_all("record-route")
+        routes = invite.headers.get("record-route")
+        if routes:
+            self.route_set = tuple(routes)
         self.remote_sdp = invite.body or None
         self.answered = False
         self._answered: Outcome | None = None
         self._ringing_sent = False
         ua.register_dialog(self)
+
+    @property
+    def invite(self) -> Request:
+        """The INVITE that started the call; once answered, a copy parsed from its bytes."""
+        invite = self._invite
+        if type(invite) is bytes:
+            return rebuild_request(invite)
+        assert isinstance(invite, Request)
+        return invite
 
     @property
     def caller(self) -> str:
@@ -76,6 +93,8 @@ class ServerSession(Session):
         """Send 200 with an SDP answer; fires when the ACK arrives, fails with 408 without."""
         if self._answered is not None:
             return self._answered.wait()
+        if self.answered:
+            return succeed(self)  # answered and ACKed: its Outcome is gone (see _acked)
         if self.state is not EARLY or self.tx.answered:
             return fail(CallFailed(481, f"call {self.call_id} can no longer be answered"))
         response = self._response(200)
@@ -95,19 +114,28 @@ class ServerSession(Session):
         response.body = self.local_sdp
         self.answered = True
         self.state = CONFIRMED
-        self._answered = Outcome()
-        self.ua.limits.negotiate(self, self.invite, response)  # RFC 4028, if offered
+        answered = self._answered = Outcome()
+        invite = self._invite
+        assert isinstance(invite, Request)  # kept parsed until now
+        self.ua.limits.negotiate(self, invite, response)  # RFC 4028, if offered
         self.tx.respond(response)
         if self.state is CONFIRMED:  # not if the 200 could not be sent (transport_error)
-            self._wait_for_ack(response, self.invite.cseq.number)
+            self._wait_for_ack(response, invite.cseq.number)
             if negotiated is not None:
                 self._apply(negotiated)
-        return self._answered.wait()
+            # Answered: what the dialog needs of the INVITE has been taken out of it.
+            self._invite = retain(invite)
+        return answered.wait()
 
     def _acked(self, ack: Request) -> None:
         super()._acked(ack)  # the answer to an offer in our 2xx, if it was one
-        if self._answered is not None:
-            self._answered.fire(self, owner=True)
+        # The Outcome goes once fired with this session (`answer` then succeeds at once):
+        # no session <-> Outcome cycle, and two objects fewer for every call that is up.
+        answered, self._answered = self._answered, None
+        if answered is not None:
+            if answered.done:  # failed already (the call ended): that stays the answer
+                self._answered = answered
+            answered.fire(self)
 
     def no_ack(self) -> None:
         super().no_ack()
