@@ -17,7 +17,7 @@ from twsip.media.net import is_loopback
 from twsip.media.g711 import PCMA, PCMU
 from twsip.media.pacing import PacingScheduler
 from twsip.media.rtp import RtpPacket, decode_rtp, encode_rtp
-from twsip.media.sources import tone
+from twsip.media.sources import ToneSource, tone
 
 PEER = ("127.0.0.1", 40002)
 
@@ -286,3 +286,23 @@ def test_send_failure_is_counted_not_raised() -> None:
     run(clock, 0.1)
     assert done.result is True and endpoint.counters.send_errors == 3
     assert endpoint.counters.sent_packets == 0 and clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("codec, payload_type", [(PCMU, 0), (PCMA, 8), (PCMU, 112)])
+def test_tone_source_packets_are_the_encoded_tone_with_rfc3550_headers(codec, payload_type
+                                                                         ) -> None:
+    """A tone's cached payloads and the in-place header give the same datagrams as
+    `encode_rtp` over the freshly encoded frames: SSRC fixed, sequence +1, timestamp +160,
+    the marker on the first packet only, the receiver's payload type."""
+    clock = Clock()
+    endpoint, transport = make(clock, send=PayloadTypes(codec, payload_type, 101),
+                               source="tone:440")
+    run(clock, 1.5)  # 76 packets: past the end of the one-second loop
+    frames = ToneSource(440)
+    first = transport.packets()[0]
+    expected = [encode_rtp(payload_type, (first.sequence + n) & 0xFFFF,
+                           (first.timestamp + 160 * n) & 0xFFFFFFFF, endpoint.ssrc,
+                           codec.encode(frames.next_frame() or b""), n == 0)
+                for n in range(len(transport.sent))]
+    assert len(expected) == 76
+    assert [data for data, _ in transport.sent] == expected
