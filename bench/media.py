@@ -12,9 +12,9 @@ average before and after (the machine may be shared: read the figures beside it)
 In ``python -m bench`` (`run`) the count grows (100, 250, 500, 750, 1000) until the
 sender's p99 timing error passes 5 ms (the media issue's bound). Each count is measured
 twice: to a receiving endpoint per stream (RFC 3550 statistics computed for every
-packet), and to one bare counting socket (no RTP receive side). The row gives the highest count
-that stayed under the bound with both ends in the process; its notes give every count's
-figures.
+packet), and to one bare counting socket (no RTP receive side). The row gives the highest
+count that stayed under the bound with both ends in the process; its notes give every
+count's figures.
 """
 
 from __future__ import annotations
@@ -173,8 +173,8 @@ def run(quick: bool = False, workdir: str | None = None, options: dict | None = 
 
 
 def _note(r: dict[str, Any]) -> str:
-    to = "a receiving endpoint each" if r["receivers"] == "each" else \
-        "one bare counting socket (no RTP receive side)" if r["receivers"] == "none" else "one endpoint"
+    to = {"each": "a receiving endpoint each", "one": "one receiving endpoint",
+          "none": "one bare counting socket (no RTP receive side)"}[r["receivers"]]
     return (f"{r['streams']} streams to {to}: {r['sent_per_s']} sent/s, "
             f"{r['received_per_s']} received/s; send error p50/p99/max "
             f"{r['send_error_ms_p50']}/{r['send_error_ms_p99']}/{r['send_error_ms_max']} ms; "
