@@ -11,6 +11,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor, task, udp
 
+from twsip.media.mux import mux_ports
 from twsip.testing import FakeNetwork
 
 
@@ -22,7 +23,8 @@ def _twsip_calls() -> list:
 
 
 def _open_ports() -> list:
-    return [r for r in reactor.getReaders() if isinstance(r, udp.Port)]
+    """UDP ports the reactor reads itself, and RTP ports it reads through the RTP mux."""
+    return [r for r in reactor.getReaders() if isinstance(r, udp.Port)] + mux_ports(reactor)
 
 
 @pytest_twisted.async_yield_fixture(autouse=True)

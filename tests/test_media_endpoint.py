@@ -17,7 +17,7 @@ from twsip.media.net import is_loopback
 from twsip.media.g711 import PCMA, PCMU
 from twsip.media.pacing import PacingScheduler
 from twsip.media.rtp import RtpPacket, decode_rtp, encode_rtp
-from twsip.media.sources import tone
+from twsip.media.sources import ToneSource, tone
 
 PEER = ("127.0.0.1", 40002)
 
@@ -286,3 +286,56 @@ def test_send_failure_is_counted_not_raised() -> None:
     run(clock, 0.1)
     assert done.result is True and endpoint.counters.send_errors == 3
     assert endpoint.counters.sent_packets == 0 and clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("codec, payload_type", [(PCMU, 0), (PCMA, 8), (PCMU, 112)])
+def test_tone_source_packets_are_the_encoded_tone_with_rfc3550_headers(codec, payload_type
+                                                                         ) -> None:
+    """A tone's cached payloads and the in-place header give the same datagrams as
+    `encode_rtp` over the freshly encoded frames: SSRC fixed, sequence +1, timestamp +160,
+    the marker on the first packet only, the receiver's payload type."""
+    clock = Clock()
+    endpoint, transport = make(clock, send=PayloadTypes(codec, payload_type, 101),
+                               source="tone:440")
+    run(clock, 1.5)  # 76 packets: past the end of the one-second loop
+    frames = ToneSource(440)
+    first = transport.packets()[0]
+    expected = [encode_rtp(payload_type, (first.sequence + n) & 0xFFFF,
+                           (first.timestamp + 160 * n) & 0xFFFFFFFF, endpoint.ssrc,
+                           codec.encode(frames.next_frame() or b""), n == 0)
+                for n in range(len(transport.sent))]
+    assert len(expected) == 76
+    assert [data for data, _ in transport.sent] == expected
+
+
+def test_general_rtp_headers_count_like_plain_ones() -> None:
+    """Plain headers (0x80: no padding, extension or CSRC) take the receiver's short path;
+    the same packets with a CSRC, a header extension and padding go through decode_rtp.
+    Statistics, recording and DTMF must not tell the two apart."""
+
+    def dressed(plain: bytes) -> bytes:
+        header, payload = plain[:12], plain[12:]
+        first = 0x80 | 0x20 | 0x10 | 1  # padding, extension, one CSRC
+        return (bytes([first]) + header[1:] + (1234).to_bytes(4, "big")
+                + bytes([0xBE, 0xDE, 0, 1]) + bytes(4) + payload + bytes([0, 0, 3]))
+
+    audio = tone(440, 0.1)
+    plain = [rtp(0, 100 + n, 160 * n, PCMU.encode(audio[320 * n:320 * (n + 1)]))
+             for n in range(5)]
+    plain += [rtp(101, 105 + n, 800, encode_event(7, n == 2, 10, 160 * (n + 1)))
+              for n in range(3)]
+    results = []
+    for wrap in (lambda data: data, dressed):
+        clock = Clock()
+        recording = io.BytesIO()
+        digits: list = []
+        endpoint, _ = make(clock, recorder=recording, on_dtmf=digits.append)
+        for data in plain:
+            clock.advance(0.02)
+            endpoint.datagramReceived(wrap(data), PEER)
+        results.append((endpoint.stats(), recording.getvalue(),
+                        [(d.digit, d.duration) for d in digits], vars(endpoint.counters)))
+    assert results[0] == results[1]
+    stats = results[0][0][77]
+    assert (stats.packets, stats.octets, stats.lost, stats.payload_types) == (8, 812, 0, (0, 101))
+    assert results[0][1] == PCMU.decode(PCMU.encode(audio)) and results[0][2] == [("7", 480)]

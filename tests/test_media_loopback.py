@@ -15,6 +15,7 @@ from twisted.internet import defer, reactor, task, udp
 from twsip.media.dtmf import DtmfDigit
 from twsip.media.endpoint import RtpEndpoint, open_endpoint
 from twsip.media.g711 import PCMU
+from twsip.media.mux import mux_ports
 from twsip.media.rtp import decode_rtp
 from twsip.media.sources import tone
 
@@ -53,7 +54,9 @@ def dft_peak(samples: bytes, candidates: range, rate: int = 8000) -> int:
 
 
 def bound_ports() -> set[int]:
-    return {r.getHost().port for r in reactor.getReaders() if isinstance(r, udp.Port)}
+    """Ports the reactor reads: its own readers, and the RTP ports read through the mux."""
+    readers = [r for r in reactor.getReaders() if isinstance(r, udp.Port)]
+    return {r.getHost().port for r in readers + mux_ports(reactor)}
 
 
 def media_timers() -> list[Any]:

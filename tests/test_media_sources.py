@@ -7,6 +7,7 @@ from array import array
 
 import pytest
 
+from twsip.media.g711 import PCMA, PCMU, Codec
 from twsip.media.sources import (
     BufferSource,
     EchoSource,
@@ -67,3 +68,33 @@ def test_make_source(spec: str, kind: type) -> None:
 def test_make_source_refuses(spec: str) -> None:
     with pytest.raises(ValueError, match="source"):
         make_source(spec)
+
+
+@pytest.mark.parametrize("codec", [PCMU, PCMA])
+@pytest.mark.parametrize("frequency", [440.0, 1000.0, 1004.5])
+def test_cached_tone_payloads_are_the_encoded_frames(codec: Codec, frequency: float) -> None:
+    """A tone's payloads come from a loop encoded once and shared; byte for byte they are
+    what encoding each frame would give, across the loop's end, and the two calls share
+    one position in the tone."""
+    by_frame, by_payload = ToneSource(frequency), ToneSource(frequency)
+    expected = [codec.encode(by_frame.next_frame() or b"") for _ in range(120)]
+    got = [by_payload.next_payload(codec) for _ in range(120)]
+    assert got == expected and all(len(p) == 160 for p in got)
+    mixed = ToneSource(frequency)
+    interleaved = [mixed.next_payload(codec) if n % 2 else codec.encode(mixed.next_frame()
+                                                                         or b"")
+                   for n in range(120)]
+    assert interleaved == expected
+    # Shared, not copied: two streams of one pitch hand out the very same bytes objects.
+    assert ToneSource(frequency).next_payload(codec) is ToneSource(frequency).next_payload(codec)
+    assert SilenceSource().next_payload(codec) == codec.encode(bytes(320))
+
+
+@pytest.mark.parametrize("codec", [PCMU, PCMA])
+def test_buffer_payloads_are_the_encoded_frames_then_end(codec: Codec) -> None:
+    samples = tone(700, 0.05)  # 400 samples: 160, 160, 80
+    by_frame, by_payload = BufferSource(samples), BufferSource(samples)
+    expected = [codec.encode(by_frame.next_frame() or b"") for _ in range(4)]
+    got = [by_payload.next_payload(codec) for _ in range(4)]
+    assert got == expected and [len(p) for p in got] == [160, 160, 80, 0]
+    assert by_payload.remaining == 0

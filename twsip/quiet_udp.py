@@ -20,10 +20,10 @@ from twisted.internet.protocol import DatagramProtocol
 
 from twsip.interfaces import ListeningPort, UDPReactor
 
-__all__ = ["listen_udp"]
+__all__ = ["listen_udp", "QuietPort"]
 
 
-class _QuietPort(udp.Port):
+class QuietPort(udp.Port):
     def _bindSocket(self) -> None:  # noqa: N802 (Twisted's name)
         try:
             sock = self.createInternetSocket()
@@ -49,10 +49,13 @@ class _QuietPort(udp.Port):
 
 
 def listen_udp(reactor: UDPReactor, port: int, protocol: DatagramProtocol, interface: str,
-               max_packet_size: int = 8192) -> ListeningPort:
-    """`reactor.listenUDP`, quietly when the reactor is a real one."""
+               max_packet_size: int = 8192, *,
+               port_type: type[QuietPort] | None = None) -> ListeningPort:
+    """`reactor.listenUDP`, quietly when the reactor is a real one (with a `port_type`
+    of the caller's, a subclass of `QuietPort`, if given)."""
     if IReactorFDSet.providedBy(reactor) and isinstance(reactor, PosixReactorBase):
-        listening = _QuietPort(port, protocol, interface, max_packet_size, reactor)
+        listening = (port_type or QuietPort)(port, protocol, interface, max_packet_size,
+                                             reactor)
         listening.startListening()
         return cast(ListeningPort, listening)
     return reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=max_packet_size)

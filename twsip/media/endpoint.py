@@ -43,7 +43,7 @@ from twsip.media.net import Address, is_loopback, listen_rtp
 from twsip.media.pacing import PacingScheduler, scheduler_for
 # MAX_STREAMS and MAX_GAP_FILL stay importable from here, where they were first defined.
 from twsip.media.receiving import MAX_GAP_FILL, MAX_STREAMS, RtpReceiver  # noqa: F401
-from twsip.media.rtp import encode_rtp
+from twsip.media.rtp import HEADER, encode_rtp
 from twsip.media.sending import SendJobs
 from twsip.media.session import (
     AudioSink,
@@ -60,6 +60,7 @@ __all__ = ["RtpEndpoint", "Direction", "PayloadTypes", "AudioSink", "EndpointCou
            "EndpointReport", "RtpTap", "open_endpoint", "rtp_taps"]
 
 log = Logger()
+_pack_header = HEADER.pack  # V/P/X/CC, M/PT, sequence, timestamp, SSRC
 
 # Sees each datagram an endpoint sent or received: (direction "out" or "in", the datagram,
 # the endpoint's own address, the peer's). A pcap capture is one.
@@ -289,7 +290,12 @@ class RtpEndpoint(DatagramProtocol):
             return
         sequence = self._sequence
         self._sequence = (sequence + 1) & 0xFFFF
-        data = encode_rtp(payload_type, sequence, timestamp, self.ssrc, payload, marker)
+        if 0 <= payload_type <= 127:
+            # The common case built in place: one pack, one concatenation, no call.
+            data = _pack_header(0x80, payload_type | 0x80 if marker else payload_type,
+                                sequence, timestamp, self.ssrc) + payload
+        else:
+            data = encode_rtp(payload_type, sequence, timestamp, self.ssrc, payload, marker)
         try:
             sendto(data, remote)
         except (OSError, MessageLengthError) as exc:  # EAGAIN (buffer full), EMSGSIZE, ...

@@ -3,7 +3,8 @@
 Local mode sends only to 127.0.0.0/8 and never looks a name up (a name would make
 `sendto` call the resolver, blocking the reactor). The media layer imports nothing from
 twsip.sip; the rule itself is twsip.lexical's, shared with SIP. RTP ports are bound
-like the SIP ports: the port asked for, else +2, +4, ... on `CannotListenError`.
+like the SIP ports: the port asked for, else +2, +4, ... on `CannotListenError`, as
+`mux.RtpPort`s (read through the reactor's one `RtpReadMux`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 
 from twsip.lexical import Address, is_loopback
+from twsip.media.mux import RtpPort
 from twsip.interfaces import UDPReactor
 from twsip.quiet_udp import listen_udp
 
@@ -40,7 +42,8 @@ def listen_rtp(reactor: IReactorUDP, protocol: DatagramProtocol, port: int = 0, 
     """
     if port == 0:
         try:
-            return cast(IListeningPort, listen_udp(cast(UDPReactor, reactor), 0, protocol, host))
+            return cast(IListeningPort, listen_udp(cast(UDPReactor, reactor), 0, protocol, host,
+                                                   port_type=RtpPort))
         except CannotListenError as exc:
             raise RtpPortError(host, [0], exc) from None
     tried: list[int] = []
@@ -49,7 +52,8 @@ def listen_rtp(reactor: IReactorUDP, protocol: DatagramProtocol, port: int = 0, 
         tried.append(candidate)
         try:
             return cast(IListeningPort,
-                        listen_udp(cast(UDPReactor, reactor), candidate, protocol, host))
+                        listen_udp(cast(UDPReactor, reactor), candidate, protocol, host,
+                                   port_type=RtpPort))
         except CannotListenError as exc:
             last_error = exc
     raise RtpPortError(host, tried, last_error)

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from twsip.media.dtmf import DtmfDetector, DtmfDigit
 from twsip.media.g711 import CLOCK_RATE, STATIC_PAYLOAD_TYPES
-from twsip.media.rtp import RtpError, decode_rtp
+from twsip.media.rtp import HEADER, HEADER_SIZE, RtpError, decode_rtp
 from twsip.media.session import AudioSink, EndpointCounters, PayloadTypes
 from twsip.media.sources import EchoSource
 from twsip.media.stats import ReceiveStats, StreamStats
@@ -30,6 +30,7 @@ log = Logger()
 
 MAX_STREAMS = 16  # SSRCs tracked per endpoint: a peer has one, a re-INVITE may add one
 MAX_GAP_FILL = 2 * CLOCK_RATE  # recorder: timestamp gaps up to 2 s become silence
+_unpack_header = HEADER.unpack_from
 
 
 class RtpReceiver:
@@ -73,32 +74,43 @@ class RtpReceiver:
         if not self.enabled:
             counters.dropped_direction += 1
             return
-        try:
-            packet = decode_rtp(datagram)
-        except RtpError:
-            counters.malformed += 1
-            return
-        payload_type = packet.payload_type
+        payload: bytes | None
+        if len(datagram) >= HEADER_SIZE and datagram[0] == 0x80:
+            # Version 2 without padding, extension or CSRCs, as every phone sends: the
+            # fields straight from the fixed header, the payload copied only if used.
+            _, second, sequence, timestamp, ssrc = _unpack_header(datagram)
+            payload_type = second & 0x7F
+            payload_size = len(datagram) - HEADER_SIZE
+            payload = None
+        else:
+            try:
+                packet = decode_rtp(datagram)
+            except RtpError:
+                counters.malformed += 1
+                return
+            payload_type, sequence, timestamp, ssrc, payload = packet[:5]
+            payload_size = len(payload)
         if 72 <= payload_type <= 76:
             counters.rtcp += 1  # RTCP SR/RR/SDES/BYE/APP sharing the port: not RTP
             return
-        stats = self.streams.get(packet.ssrc)
+        stats = self.streams.get(ssrc)
         if stats is None:
             if len(self.streams) >= MAX_STREAMS:
                 counters.ignored_ssrc += 1
                 return
-            stats = self.streams[packet.ssrc] = ReceiveStats(packet.ssrc, CLOCK_RATE)
+            stats = self.streams[ssrc] = ReceiveStats(ssrc, CLOCK_RATE)
         if self.latch is not None and self.latch(addr):
             self.latch = None
         now = self.clock.seconds()
         types = self.types
         if payload_type == types.telephone_event:
-            stats.update(packet.sequence, packet.timestamp, now, payload_type,
-                         len(packet.payload), timed=False)
-            self.detector.feed(packet.ssrc, packet.timestamp, packet.payload)
+            stats.update(sequence, timestamp, now, payload_type, payload_size, timed=False)
+            if payload is None:
+                payload = datagram[HEADER_SIZE:]
+            self.detector.feed(ssrc, timestamp, payload)
             self._arm_dtmf_timer()
             return
-        stats.update(packet.sequence, packet.timestamp, now, payload_type, len(packet.payload))
+        stats.update(sequence, timestamp, now, payload_type, payload_size)
         codec = types.codec if payload_type == self._audio_pt \
             else STATIC_PAYLOAD_TYPES.get(payload_type)
         if codec is None:
@@ -107,9 +119,11 @@ class RtpReceiver:
         recorder, echo = self.recorder, self.echo
         if recorder is None and echo is None:
             return  # decoding is the costly part: skip it when nobody listens
-        samples = codec.decode(packet.payload)
+        if payload is None:
+            payload = datagram[HEADER_SIZE:]
+        samples = codec.decode(payload)
         if recorder is not None:
-            self._record(recorder, packet.ssrc, packet.timestamp, samples)
+            self._record(recorder, ssrc, timestamp, samples)
         if echo is not None:
             echo.feed(samples)
             self.wake()

@@ -15,15 +15,16 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-__all__ = ["RtpPacket", "RtpError", "decode_rtp", "encode_rtp", "HEADER_SIZE", "RTP_VERSION"]
+__all__ = ["RtpPacket", "RtpError", "decode_rtp", "encode_rtp", "HEADER", "HEADER_SIZE",
+           "RTP_VERSION"]
 
 RTP_VERSION = 2
 HEADER_SIZE = 12
 # V/P/X/CC byte, M/PT byte, sequence, timestamp, SSRC: network order, no padding.
-_HEADER = struct.Struct("!BBHII")
+HEADER = struct.Struct("!BBHII")
 _EXTENSION = struct.Struct("!HH")
-_unpack_header = _HEADER.unpack_from
-_pack_header = _HEADER.pack
+_unpack_header = HEADER.unpack_from
+_pack_header = HEADER.pack
 
 
 class RtpError(ValueError):

@@ -25,7 +25,7 @@ from twsip.media.dtmf import (
     EventPacket,
     dtmf_ticks,
 )
-from twsip.media.g711 import CLOCK_RATE
+from twsip.media.g711 import CLOCK_RATE, Codec
 from twsip.media.pacing import PacingScheduler
 from twsip.media.session import PayloadTypes
 from twsip.media.sources import EchoSource, FrameSource
@@ -80,6 +80,8 @@ class SendJobs:
         self._plays: deque[_PlayJob] = deque()
         self._dtmf: deque[_DtmfJob] = deque()
         self.source: FrameSource | None = None
+        # The source's `next_payload` when it has one (see sources): no codec call per packet.
+        self._next_payload: Callable[[Codec], bytes] | None = None
         self._key: int | None = None  # scheduler registration
         self._talking = False  # the last tick sent audio (next audio packet: no marker)
         self.closed = False
@@ -90,6 +92,7 @@ class SendJobs:
 
     def set_source(self, source: FrameSource | None) -> None:
         self.source = source
+        self._next_payload = getattr(source, "next_payload", None)
         if source is not None and not isinstance(source, EchoSource):
             self.wake()  # an echo is woken by the receive side when it has audio to send
 
@@ -127,7 +130,7 @@ class SendJobs:
     def stop(self) -> None:
         """Drop every job and the source; their Deferreds fire False, not an error,
         because being stopped is an ordinary end of a call, not a failure."""
-        self.source = None
+        self.set_source(None)
         jobs: list[_PlayJob | _DtmfJob] = [*self._plays, *self._dtmf]
         self._plays.clear()
         self._dtmf.clear()
@@ -201,13 +204,19 @@ class SendJobs:
             if job_.offset >= len(job_.encoded):
                 finished = self._plays.popleft()
         elif self.source is not None:
-            linear = self.source.next_frame()
-            if linear == b"":
-                self.source = None
-            elif linear is None:
-                waiting = True
-            elif linear:
-                frame = self.types.codec.encode(linear)
+            next_payload = self._next_payload
+            if next_payload is not None:
+                frame = next_payload(self.types.codec)
+                if not frame:
+                    self.set_source(None)
+            else:
+                linear = self.source.next_frame()
+                if linear == b"":
+                    self.set_source(None)
+                elif linear is None:
+                    waiting = True
+                elif linear:
+                    frame = self.types.codec.encode(linear)
         if frame:
             self._send(self._audio_pt, timestamp, frame, not self._talking)
             self._talking = True

@@ -6,6 +6,12 @@ endpoint one packet's worth (160 samples at 20 ms) per tick: `ToneSource` and
 back what the endpoint received, `BufferSource` plays a finite buffer (a WAV file).
 `make_source` turns a short spec ("tone:440", "silence", "echo") into one, for a command-line
 option.
+
+Sources whose audio does not depend on what was received also offer `next_payload(codec)`:
+the same frame as `next_frame`, already encoded. A tone is encoded once per pitch and codec
+and shared by every stream playing it, a buffer once per source, so 1000 streams playing a
+tone pay no codec call per packet; G.711 encodes each sample on its own, so a slice of the
+encoded loop is byte for byte the encoding of the same slice of samples.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ from array import array
 from functools import lru_cache
 from typing import Protocol
 
-from twsip.media.g711 import CLOCK_RATE, SAMPLE_WIDTH, SAMPLES_PER_PACKET
+from twsip.media.g711 import CLOCK_RATE, SAMPLE_WIDTH, SAMPLES_PER_PACKET, Codec
 
-__all__ = ["tone", "silence", "FrameSource", "BufferSource", "ToneSource", "SilenceSource",
-           "EchoSource", "make_source", "DEFAULT_AMPLITUDE"]
+__all__ = ["tone", "silence", "FrameSource", "EncodedFrameSource", "BufferSource",
+           "ToneSource", "SilenceSource", "EchoSource", "make_source", "DEFAULT_AMPLITUDE"]
 
 DEFAULT_AMPLITUDE = 0.5  # of full scale: loud enough to hear, far from clipping in G.711
 FRAME_BYTES = SAMPLES_PER_PACKET * SAMPLE_WIDTH
@@ -50,12 +56,21 @@ class FrameSource(Protocol):
         this tick, ask again" (an echo with nothing received yet)."""
 
 
+class EncodedFrameSource(FrameSource, Protocol):
+    """A source that can hand out its next frame already encoded (see the module text)."""
+
+    def next_payload(self, codec: Codec) -> bytes:
+        """`codec.encode(next_frame())`, without encoding per packet; b"" at the end."""
+
+
 class BufferSource:
     """A finite buffer played once, one frame per call; the last frame may be shorter."""
 
     def __init__(self, samples: bytes) -> None:
         self._samples = samples[: len(samples) - len(samples) % SAMPLE_WIDTH]
         self._offset = 0
+        self._codec: Codec | None = None
+        self._encoded = b""
 
     @property
     def remaining(self) -> int:
@@ -67,24 +82,43 @@ class BufferSource:
         self._offset += len(frame)
         return frame
 
+    def next_payload(self, codec: Codec) -> bytes:
+        """The next frame encoded: the whole buffer is encoded once, on first use."""
+        if codec is not self._codec:
+            self._codec = codec
+            self._encoded = codec.encode(self._samples)
+        offset = self._offset
+        self._offset = min(len(self._samples), offset + FRAME_BYTES)
+        start = offset // SAMPLE_WIDTH
+        return self._encoded[start:start + SAMPLES_PER_PACKET]
+
 
 class ToneSource:
     """An endless sine tone; one second is generated once and looped."""
 
     def __init__(self, frequency: float, *, amplitude: float = DEFAULT_AMPLITUDE) -> None:
         self.frequency = frequency
+        self.amplitude = amplitude
         self._loop = _tone_loop(frequency, amplitude)
-        self._offset = 0
+        self._frames = len(self._loop) // FRAME_BYTES  # one second: 50 whole frames
+        self._index = 0  # the frame to hand out next
+        self._codec: Codec | None = None
+        self._payloads: tuple[bytes, ...] = ()
 
     def next_frame(self) -> bytes | None:
-        start = self._offset
-        end = start + FRAME_BYTES
-        frame = self._loop[start:end]
-        if len(frame) < FRAME_BYTES:
-            end = FRAME_BYTES - len(frame)
-            frame += self._loop[:end]
-        self._offset = end % len(self._loop)
-        return frame
+        index = self._index
+        self._index = (index + 1) % self._frames
+        start = index * FRAME_BYTES
+        return self._loop[start:start + FRAME_BYTES]
+
+    def next_payload(self, codec: Codec) -> bytes:
+        """The next frame, taken from the loop encoded once per pitch and codec."""
+        if codec is not self._codec:
+            self._codec = codec
+            self._payloads = _encoded_tone_loop(self.frequency, self.amplitude, codec)
+        index = self._index
+        self._index = (index + 1) % self._frames
+        return self._payloads[index]
 
 
 @lru_cache(maxsize=32)
@@ -93,7 +127,19 @@ def _tone_loop(frequency: float, amplitude: float) -> bytes:
     8000 sin() calls (~2 ms), which 1000 calls starting a tone at once would pay 1000 times.
     A whole number of periods fits one second exactly for a whole frequency, so the loop
     has no seam; a fractional one gets a tiny phase step once a second."""
-    return tone(frequency, 1.0, amplitude=amplitude)
+    samples = tone(frequency, 1.0, amplitude=amplitude)
+    assert len(samples) % FRAME_BYTES == 0  # 8000 samples: the loop is whole frames
+    return samples
+
+
+@lru_cache(maxsize=32)
+def _encoded_tone_loop(frequency: float, amplitude: float, codec: Codec) -> tuple[bytes, ...]:
+    """The loop's frames, each encoded: shared by every ToneSource of that pitch and codec,
+    so a packet costs a tuple lookup instead of a codec call and a slice."""
+    loop = _tone_loop(frequency, amplitude)
+    encoded = codec.encode(loop)
+    step = SAMPLES_PER_PACKET
+    return tuple(encoded[start:start + step] for start in range(0, len(encoded), step))
 
 
 class SilenceSource:
@@ -103,6 +149,15 @@ class SilenceSource:
 
     def next_frame(self) -> bytes | None:
         return self._FRAME
+
+    def next_payload(self, codec: Codec) -> bytes:
+        """One encoded silent frame, the same object every time."""
+        return _encoded_silence(codec)
+
+
+@lru_cache(maxsize=8)
+def _encoded_silence(codec: Codec) -> bytes:
+    return codec.encode(SilenceSource._FRAME)
 
 
 class EchoSource:

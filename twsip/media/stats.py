@@ -61,7 +61,8 @@ class ReceiveStats:
     __slots__ = ("ssrc", "clock_rate", "min_sequential", "packets", "octets", "received",
                  "base_seq", "max_seq", "cycles", "bad_seq", "probation", "jitter",
                  "payload_types", "first_arrival", "last_arrival", "restarts",
-                 "_last_timed_arrival", "_last_timed_timestamp", "_started")
+                 "_last_timed_arrival", "_last_timed_timestamp", "_started", "_settled",
+                 "_last_type")
 
     def __init__(self, ssrc: int, clock_rate: int = 8000, *, min_sequential: int = 1) -> None:
         self.ssrc = ssrc
@@ -83,6 +84,8 @@ class ReceiveStats:
         self._last_timed_arrival: float | None = None
         self._last_timed_timestamp = 0
         self._started = False
+        self._settled = False  # started and off probation: `update` takes the short path
+        self._last_type = -1  # the payload type of the last packet (already in the set)
 
     def _init_seq(self, seq: int) -> None:
         self.base_seq = seq
@@ -93,6 +96,11 @@ class ReceiveStats:
 
     def _update_seq(self, seq: int) -> bool:
         """A.1's update_seq: True if the packet counts as received for the loss figures."""
+        counted = self._update_seq_a1(seq)
+        self._settled = self._started and not self.probation
+        return counted
+
+    def _update_seq_a1(self, seq: int) -> bool:
         if not self._started:
             self._started = True
             self._init_seq(seq)
@@ -137,11 +145,20 @@ class ReceiveStats:
         """
         self.packets += 1
         self.octets += payload_size
-        self.payload_types.add(payload_type)
+        if payload_type != self._last_type:
+            self.payload_types.add(payload_type)
+            self._last_type = payload_type
         if self.first_arrival is None:
             self.first_arrival = arrival
         self.last_arrival = arrival
-        if self._update_seq(sequence):
+        max_seq = self.max_seq
+        if self._settled and (sequence - max_seq) & 0xFFFF < MAX_DROPOUT:
+            # A.1's every-packet case, inline: in order (or a duplicate, or a small gap).
+            if sequence < max_seq:
+                self.cycles += RTP_SEQ_MOD  # wrapped around
+            self.max_seq = sequence
+            self.received += 1
+        elif self._update_seq(sequence):
             self.received += 1
         if not timed:
             return
