@@ -197,6 +197,7 @@ class OverloadRun:
     after: Step | None = None
     load: str = ""
     notes: list[str] = field(default_factory=list)
+    gc: str = ""  # the twsip process's garbage collector over the whole run (both steps)
 
     @property
     def goodput(self) -> float:
@@ -218,7 +219,7 @@ class OverloadRun:
                 f"{self.retransmissions} retrans; OPTIONS within 0.3 s {self.probes_ok}/"
                 f"{self.probes} (worst {worst}); twsip CPU {self.twsip_cpu:.0%}; kernel "
                 f"drops at twsip {self.drops}; load {self.load}; normal step 1 s later: "
-                f"{after}")
+                f"{after}; twsip GC over both: {self.gc}")
 
 
 def _counts(workdir: Path) -> dict[str, int]:
@@ -293,7 +294,9 @@ def overload_run(sipp: str, clean_rate: int, seconds: float, workdir: Path,
         read_results(after, after_dir)
         run.after = after
     finally:
-        stop(server)
+        last_words = stop(server)
+    gc_line = [line for line in last_words.splitlines() if line.startswith("GC ")]
+    run.gc = gc_line[0][3:] if gc_line else "not reported"
     run.load = f"{load_before} -> {loadavg()}"
     return run
 
