@@ -283,6 +283,21 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
 def parse_via(value: str) -> Via:
     """Parse one Via value (``SIP / 2.0 / UDP host:port;params``, LWS allowed)."""
     head, semi, tail = value.partition(";")
+    sent = _sent_bys.get(head)
+    if sent is None:
+        sent = _parse_sent_by(head, value)
+        if len(_sent_bys) >= _VALUE_CACHE_SIZE:
+            _sent_bys.clear()
+        _sent_bys[head] = sent
+    transport, host, port = sent
+    params = parse_params(semi + tail) if semi else {}
+    if "branch" in params and not params["branch"]:
+        raise SipParseError(400, f"empty branch in Via {value!r}")
+    return Via(transport, host, port, params, value)
+
+
+def _parse_sent_by(head: str, value: str) -> tuple[str, str, int | None]:
+    """``SIP/2.0/UDP host:port`` -> transport, host, port."""
     if head.startswith("SIP/2.0/"):
         rest = head[8:]
     else:
@@ -295,10 +310,7 @@ def parse_via(value: str) -> Via:
     if not transport or not _TOKEN.match(transport) or not sent_by or " " in sent_by:
         raise SipParseError(400, f"malformed Via {value!r}")
     host, port = _split_hostport(sent_by)
-    params = parse_params(semi + tail) if semi else {}
-    if "branch" in params and not params["branch"]:
-        raise SipParseError(400, f"empty branch in Via {value!r}")
-    return Via(transport.upper(), host, port, params, value)
+    return transport.upper(), host, port
 
 
 class NameAddr:
@@ -399,6 +411,8 @@ def parse_name_addr(value: str) -> NameAddr:
 # never memory.
 _VALUE_CACHE_SIZE = 4096
 _name_addrs: dict[str, NameAddr] = {}
+# ... and so does the part of a Via before its parameters: a peer's "SIP/2.0/UDP host:port".
+_sent_bys: dict[str, tuple[str, str, int | None]] = {}
 _cseqs: dict[str, "CSeq"] = {}
 
 
