@@ -20,6 +20,7 @@ count's figures.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -94,6 +95,9 @@ async def measure(streams: int, seconds: float, receivers: str) -> dict[str, Any
     if receivers == "one":
         listeners.append(shared)
 
+    # Each size starts from a collected heap: the garbage of the size before is not
+    # collected in the middle of this one's measurement.
+    gc.collect()
     load_before = os.getloadavg()
     cpu_start = _cpu()
     wall_start = seconds_now()
