@@ -13,7 +13,7 @@ any byte sequence survives a parse/serialize round trip unchanged. Bodies stay `
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Iterable, TypeVar
 
 from twsip.lexical import wire_number
 
@@ -285,10 +285,7 @@ def parse_via(value: str) -> Via:
     head, semi, tail = value.partition(";")
     sent = _sent_bys.get(head)
     if sent is None:
-        sent = _parse_sent_by(head, value)
-        if len(_sent_bys) >= _VALUE_CACHE_SIZE:
-            _sent_bys.clear()
-        _sent_bys[head] = sent
+        sent = _remember(_sent_bys, head, _parse_sent_by(head, value))
     transport, host, port = sent
     params = parse_params(semi + tail) if semi else {}
     if "branch" in params and not params["branch"]:
@@ -414,16 +411,21 @@ _name_addrs: dict[str, NameAddr] = {}
 # ... and so does the part of a Via before its parameters: a peer's "SIP/2.0/UDP host:port".
 _sent_bys: dict[str, tuple[str, str, int | None]] = {}
 _cseqs: dict[str, "CSeq"] = {}
+_Parsed = TypeVar("_Parsed")
+
+
+def _remember(cache: dict[str, _Parsed], text: str, parsed: _Parsed) -> _Parsed:
+    """Keep a parsed value for its text in one of the caches above."""
+    if len(cache) >= _VALUE_CACHE_SIZE:
+        cache.clear()
+    cache[text] = parsed
+    return parsed
 
 
 def _shared_name_addr(value: str) -> NameAddr:
     parsed = _name_addrs.get(value)
-    if parsed is None:
-        parsed = parse_name_addr(value)
-        if len(_name_addrs) >= _VALUE_CACHE_SIZE:
-            _name_addrs.clear()
-        _name_addrs[value] = parsed
-    return parsed
+    return parsed if parsed is not None else _remember(_name_addrs, value,
+                                                       parse_name_addr(value))
 
 
 class CSeq:
@@ -544,12 +546,8 @@ class Message:
         if self._cseq is None:
             value = self._single("cseq")
             cseq = _cseqs.get(value)
-            if cseq is None:
-                cseq = _parse_cseq(value)
-                if len(_cseqs) >= _VALUE_CACHE_SIZE:
-                    _cseqs.clear()
-                _cseqs[value] = cseq
-            self._cseq = cseq
+            self._cseq = cseq if cseq is not None else _remember(_cseqs, value,
+                                                                 _parse_cseq(value))
         return self._cseq
 
     @property
