@@ -121,6 +121,31 @@ def test_retain_round_trips_requests_and_responses() -> None:
     assert back.headers == received.headers and back.to.tag == "t"
 
 
+def test_a_message_keeps_the_bytes_it_came_or_went_as_until_changed() -> None:
+    """`Message.wire`: what a call keeps without serialising again, reset by any change
+    made through the Message."""
+    data = (b"INVITE sip:200@127.0.0.1:5062 SIP/2.0\r\nv: SIP/2.0/UDP 127.0.0.1:5060;"
+            b"branch=z9hG4bK1;rport\r\nf: <sip:100@127.0.0.1>;tag=a\r\nt: <sip:200@127.0.0.1>"
+            b"\r\ni: c1@127.0.0.1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+    request = parse(data)
+    assert request.wire == data and retain(request) is request.wire
+    request.top_via.set_param("rport", "5060")
+    request.update_top_via()  # what stamping `received`/`rport` does
+    assert request.wire is None and retain(request) == request.to_bytes()
+    for change in (lambda m: m.set("subject", "x"),
+                   lambda m: setattr(m, "to", m.to.with_tag("b"))):
+        message = parse(data)
+        change(message)
+        assert message.wire is None
+    net = FakeNetwork()
+    caller, callee = _pair(net)
+    session = net.run(caller.invite(callee.uri, timeout=60))
+    sent = [d.data for d in net.log if d.data.startswith(b"INVITE ")]
+    assert session._invite == sent[0]  # kept as exactly what went on the wire
+    net.run(session.hangup())
+    net.run(net.cleanup())
+
+
 def test_public_answers_stay_the_same_once_the_call_is_up() -> None:
     net = FakeNetwork()
     caller, callee = _pair(net)

@@ -182,11 +182,13 @@ class SipInstance(Identity, DatagramProtocol):
         if self.observers or self.watchers.log_messages:
             self.watchers.notify("out", message, addr, data)
 
-    def send_message(self, message: Message, addr: Address) -> None:
+    def send_message(self, message: Message, addr: Address, data: bytes | None = None
+                     ) -> None:
         """Send outside any transaction (ACKs, 2xx retransmissions, answers to garbage):
-        a failure is logged and changes nothing else."""
+        a failure is logged and changes nothing else. `data`: the message serialised
+        already, by a caller that keeps those bytes anyway."""
         try:
-            self._send(message.to_bytes(), addr, message)
+            self._send(message.to_bytes() if data is None else data, addr, message)
         except SendFailed as exc:
             log.warn("{dn}: could not send {what}: {error}", dn=self.dn, what=exc.what,
                      error=printable(exc))

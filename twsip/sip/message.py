@@ -458,13 +458,19 @@ class Message:
     `headers` maps a lower-case full header name to its values in order; list headers are
     already split on commas. The parsed forms of the headers the stack reads on every
     message are cached and kept consistent with `headers` by the setters.
+
+    `wire` is the datagram the message was parsed from, or the bytes its transaction sent
+    it as: what a call keeps of it once up (`twsip.sip.retained`), without serialising it
+    again. The setters here reset it; code that changes `headers` or `body` directly
+    after a message was received or sent must set it to None (twsip itself never does).
     """
 
-    __slots__ = ("headers", "body", "_vias", "_from", "_to", "_cseq")
+    __slots__ = ("headers", "body", "wire", "_vias", "_from", "_to", "_cseq")
 
     def __init__(self, headers: dict[str, list[str]] | None = None, body: bytes = b"") -> None:
         self.headers: dict[str, list[str]] = headers if headers is not None else {}
         self.body = body
+        self.wire: bytes | None = None
         self._vias: list[Via] | None = None
         self._from: NameAddr | None = None
         self._to: NameAddr | None = None
@@ -484,6 +490,7 @@ class Message:
     def set(self, name: str, value: str | Iterable[str]) -> None:
         key = _key(name)
         self.headers[key] = [value] if isinstance(value, str) else list(value)
+        self.wire = None
         if key in _PARSED_KEYS:
             self._forget(key)
 
@@ -514,6 +521,7 @@ class Message:
     def update_top_via(self) -> None:
         """Write the (modified) top Via back into `headers`."""
         self.headers["via"][0] = str(self.top_via)
+        self.wire = None
 
     @property
     def from_(self) -> NameAddr:
@@ -524,6 +532,7 @@ class Message:
     @from_.setter
     def from_(self, value: NameAddr) -> None:
         self.headers["from"] = [str(value)]
+        self.wire = None
         self._from = value
 
     @property
@@ -535,6 +544,7 @@ class Message:
     @to.setter
     def to(self, value: NameAddr) -> None:
         self.headers["to"] = [str(value)]
+        self.wire = None
         self._to = value
 
     @property
@@ -842,6 +852,7 @@ def parse(data: bytes) -> Request | Response:
         body = rest[:length] if length != len(rest) else rest
     message.body = body
     _check(message)
+    message.wire = data
     return message
 
 

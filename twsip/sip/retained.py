@@ -19,8 +19,10 @@ __all__ = ["retain", "rebuild_request", "rebuild_response"]
 
 
 def retain(message: Message) -> bytes:
-    """The compact form of a message a call keeps but no longer uses."""
-    return message.to_bytes()
+    """The compact form of a message a call keeps but no longer uses: the bytes it was
+    received or sent as (`Message.wire`), else serialised now."""
+    wire = message.wire
+    return wire if wire is not None else message.to_bytes()
 
 
 def rebuild_request(data: bytes, sent: bool = False) -> Request:

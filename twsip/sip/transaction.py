@@ -200,8 +200,9 @@ class _Transaction:
         self._wire: tuple[bytes, Message | None] | None = None
 
     def _send(self, message: Message) -> None:
-        self._wire = (message.to_bytes(), message)
-        self.layer.send(self._wire[0], self.addr, message)
+        data = message.wire = message.to_bytes()
+        self._wire = (data, message)
+        self.layer.send(data, self.addr, message)
 
     def _resend(self) -> bool:
         """Send the last message again; False when it could not leave (the transaction

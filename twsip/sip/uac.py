@@ -214,7 +214,7 @@ class ClientSession(Session):
         self.peer = self._tx.addr
         ack = self.in_dialog_request("ACK", self.invite.cseq.number)
         self._ack = ack.to_bytes()
-        self.ua.send_message(ack, self.destination())
+        self.ua.send_message(ack, self.destination(), self._ack)
         self._stop_setup_limit()
         self._compact()  # all the dialog needs is taken out of the messages now
         if self._cancelled or self.state is ENDED:
