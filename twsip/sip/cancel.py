@@ -29,7 +29,8 @@ def receive_cancel(transactions: TransactionLayer, cancel: Request,
         tx.respond(cancel.response(481))
         return
     user = invite_tx.user
-    tx.respond(cancel.response(200, to_tag=user.local_tag if user is not None else None))
+    tx.respond(cancel.response(
+        200, to_tag=user.local_tag if user is not None else invite_tx.to_tag))
     if user is not None:
         user.remote_cancel()
     elif not invite_tx.answered and invite_tx.request is not None:

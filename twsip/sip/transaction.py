@@ -451,20 +451,27 @@ class ServerInviteTransaction(_Transaction):
     | accepted   | Timer L            |                                  | terminated |
     """
 
-    __slots__ = ("user",)
+    __slots__ = ("user", "to_tag")
 
     def __init__(self, layer: "TransactionLayer", request: Request, addr: Address,
                  user: InviteServerUser | None = None) -> None:
         super().__init__(layer, layer.new_key(request), request, addr, PROCEEDING)
-        # None while the UA core answers by itself (a refusal, 480 before serving): then
-        # nobody but the core needs to hear about a CANCEL or Timer H.
+        # None while the UA core answers by itself (a refusal, 480 before serving), and
+        # once the call has ended: then nobody needs to hear about a CANCEL or Timer H.
         self.user = user
+        self.to_tag: str | None = None  # our To tag, kept once the call has ended
         layer._server[self.key] = self
 
     def replace_user(self, user: InviteServerUser | None) -> None:
-        """Give the transaction its TU (a new call), or a smaller one once the call has
-        ended: the transaction lingers 32 s (Timer L) after every answered call."""
+        """Give the transaction its TU (a new call)."""
         self.user = user
+
+    def call_ended(self, to_tag: str) -> None:
+        """The call is over: keep only the To tag a late CANCEL is answered with (§9.2).
+        The transaction lingers up to 32 s (Timer L or H) after every call; a string is
+        all it then holds, so the session and its INVITE go as soon as the call ends."""
+        self.user = None
+        self.to_tag = to_tag
 
     def receive_request(self, request: Request) -> bool:
         """Handle a retransmission or ACK; False means the UAS core should see it."""

@@ -185,26 +185,4 @@ class ServerSession(Session):
         super()._end(reason)
         tx = self.tx
         if tx.user is self:
-            tx.replace_user(_EndedCall(self.local_tag, self.call_id))
-
-
-class _EndedCall:
-    """What an INVITE server transaction keeps of its call once the call has ended: the To
-    tag that a late CANCEL is answered with (§9.2). The transaction lingers up to 32 s
-    (Timer L or H) after every call; holding this instead of the session lets the session
-    and its INVITE go as soon as the call ends."""
-
-    __slots__ = ("local_tag", "call_id")
-
-    def __init__(self, local_tag: str, call_id: str) -> None:
-        self.local_tag = local_tag
-        self.call_id = call_id
-
-    def remote_cancel(self) -> None:
-        pass  # answered already: the CANCEL changes nothing (§9.2)
-
-    def timed_out(self) -> None:
-        log.debug("no ACK for the error response to {call_id}", call_id=self.call_id)
-
-    def transport_error(self, status: int, reason: str) -> None:
-        pass  # the call has ended already
+            tx.call_ended(self.local_tag)
