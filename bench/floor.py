@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from . import Row, loadavg
-from .sipp_load import run_step, sipp_path
+from .sipp_load import run_step, sipp_path, step_seconds, without_sipp
 
 RATE = 1000
 QUICK_RATE = 100
@@ -35,10 +35,9 @@ def run(quick: bool = False, workdir: str | None = None, options: dict | None = 
     target = "<= 2.0x the floor"
     sipp = sipp_path()
     if sipp is None:
-        return [Row(figure, None, "us", target=target,
-                    skipped="sipp is not installed (Debian package sip-tester)")]
+        return without_sipp(figure, "us", target)
     rate = int((options.get("rates") or [QUICK_RATE if quick else RATE])[0])
-    seconds = float(options.get("seconds") or (2 if quick else 10))
+    seconds = step_seconds(options, quick)
     rounds = int(options.get("rounds") or (1 if quick else 2))
     base = Path(workdir or ".") / "floor"
     per_call: dict[str, list[float]] = {p: [] for p in PEERS}

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from . import Row, loadavg
 from .sipp_load import (Step, cpu_seconds, free_udp_port, read_results, sipp_path,
-                        start_twsip, stop, udp_drops, _last_row)
+                        start_twsip, step_seconds, stop, udp_drops, without_sipp,
+                        _last_row)
 
 CLEAN_RATE = 3000  # BENCHMARKS.md: twsip's (and SIPp uac's) highest clean rate here
 QUICK_CLEAN_RATE = 100
@@ -308,10 +309,9 @@ def run(quick: bool = False, workdir: str | None = None, options: dict | None = 
     target = ">= 90% of the clean rate; OPTIONS <= 0.3 s >= 90%; normal step 1 s later clean"
     sipp = sipp_path()
     if sipp is None:
-        return [Row(figure, None, "calls/s", target=target,
-                    skipped="sipp is not installed (Debian package sip-tester)")]
+        return without_sipp(figure, "calls/s", target)
     clean = int(options.get("clean_rate") or (QUICK_CLEAN_RATE if quick else CLEAN_RATE))
-    seconds = float(options.get("seconds") or (2 if quick else 10))
+    seconds = step_seconds(options, quick)
     base = Path(workdir or ".") / "overload"
     runs = [overload_run(sipp, clean, seconds, base / "on")]
     if options.get("compare_raw"):

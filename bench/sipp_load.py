@@ -36,6 +36,17 @@ def sipp_path() -> str | None:
     return shutil.which("sipp") or (os.path.exists("/usr/bin/sipp") and "/usr/bin/sipp") or None
 
 
+def without_sipp(figure: str, unit: str, target: str) -> list[Row]:
+    """The row of a SIPp benchmark on a machine without SIPp: skipped, saying why."""
+    return [Row(figure, None, unit, target=target,
+                skipped="sipp is not installed (Debian package sip-tester)")]
+
+
+def step_seconds(options: dict, quick: bool) -> float:
+    """How long each SIPp step lasts: `--seconds`, else 2 s quick and 10 s in full."""
+    return float(options.get("seconds") or (2 if quick else 10))
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -340,10 +351,9 @@ def run(quick: bool = False, workdir: str | None = None, options: dict | None = 
     target = f">= {TARGET_RATE}/s for 10 s, 0 failed, 0 retrans"
     sipp = sipp_path()
     if sipp is None:
-        return [Row(figure, None, "calls/s", target=target,
-                    skipped="sipp is not installed (Debian package sip-tester)")]
+        return without_sipp(figure, "calls/s", target)
     rates = tuple(options.get("rates") or (QUICK_RATES if quick else FULL_RATES))
-    seconds = float(options.get("seconds") or (2 if quick else 10))
+    seconds = step_seconds(options, quick)
     base = Path(workdir or ".") / "sipp"
     log: list[str] = []
     peer = "twistd" if options.get("peer") == "twistd" else "twsip"
