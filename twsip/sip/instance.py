@@ -70,7 +70,7 @@ from twsip.sip.wire import (
 __all__ = ["SipInstance", "MessageEvent", "KNOWN_METHODS", "CallClaim"]
 
 log = Logger(namespace="twsip.instance")
-# What a stateless 503 is called in a send failure's log line (it has no message object).
+# A stateless 503 has no message object: this one names it in a send failure's log line.
 _SHED = Response(503, "Service Unavailable")
 _SHEDDABLE = frozenset((b"INVI", b"ACK "))  # what `Shedder.take` may answer or drop
 
@@ -197,13 +197,8 @@ class SipInstance(Identity, DatagramProtocol):
         return not (self.observers or self.watchers.log_messages)
 
     def _send_shed(self, data: bytes, addr: Address) -> None:
-        """A stateless 503 (twsip.sip.shedding): to where the INVITE came from; a failure
-        is logged and changes nothing else."""
-        try:
-            self._send(data, addr, _SHED)
-        except SendFailed as exc:
-            log.warn("{dn}: could not send {what}: {error}", dn=self.dn, what=exc.what,
-                     error=printable(exc))
+        """A stateless 503 (twsip.sip.shedding), sent as any message outside a transaction."""
+        self.send_message(_SHED, addr, data)
 
     def datagramReceived(self, data: bytes, addr: Address) -> None:  # noqa: N802
         try:
