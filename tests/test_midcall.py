@@ -177,6 +177,19 @@ def _raw_call(net: FakeNetwork):
     return caller, peer, session
 
 
+def _hold_refused(net: FakeNetwork, caller, peer, session, status: int, retry_after: str):
+    """The hold re-INVITE of `_raw_call`, refused `status` with `Retry-After`; returns the
+    hold's Deferred and the re-INVITE as the peer received it."""
+    d = session.hold()
+    net.pump()
+    first = parse(peer.take()[0][0])
+    refusal = first.response(status, to_tag="peer1")
+    refusal.set("retry-after", retry_after)
+    peer.send(refusal.to_bytes(), caller.address)
+    net.pump()
+    return d, first
+
+
 @pytest.mark.parametrize("status", [488, 403])
 def test_a_refused_hold_keeps_the_session_as_it_was(net: FakeNetwork, status: int) -> None:
     caller, peer, session = _raw_call(net)
@@ -466,13 +479,7 @@ def test_an_overlapping_reinvite_over_the_network_gets_500_and_the_call_survives
 def test_a_retry_after_answer_to_our_reinvite_is_retried_after_that_delay(
         net: FakeNetwork, status: int, retry_after: str) -> None:
     caller, peer, session = _raw_call(net)
-    d = session.hold()
-    net.pump()
-    first = parse(peer.take()[0][0])
-    refusal = first.response(status, to_tag="peer1")
-    refusal.set("retry-after", retry_after)
-    peer.send(refusal.to_bytes(), caller.address)
-    net.pump()
+    d, first = _hold_refused(net, caller, peer, session, status, retry_after)
     assert [parse(m).method for m, _ in peer.take()] == ["ACK"]
     assert not d.called
     net.advance(4.99)
@@ -495,13 +502,7 @@ def test_a_retry_after_too_long_fails_the_reinvite_and_keeps_the_call(
         net: FakeNetwork) -> None:
     caller, peer, session = _raw_call(net)
     before = session.negotiated
-    d = session.hold()
-    net.pump()
-    first = parse(peer.take()[0][0])
-    refusal = first.response(503, to_tag="peer1")
-    refusal.set("retry-after", "3600")
-    peer.send(refusal.to_bytes(), caller.address)
-    net.pump()
+    d, first = _hold_refused(net, caller, peer, session, 503, "3600")
     with pytest.raises(CallFailed) as info:
         net.result(d)
     assert info.value.status == 503
@@ -579,13 +580,7 @@ def test_the_transferee_ends_the_old_call_when_the_transferor_does_not(
 
 def test_a_call_ended_while_a_retry_waits_sends_no_retry(net: FakeNetwork) -> None:
     caller, peer, session = _raw_call(net)
-    d = session.hold()
-    net.pump()
-    first = parse(peer.take()[0][0])
-    refusal = first.response(500, to_tag="peer1")
-    refusal.set("retry-after", "5")
-    peer.send(refusal.to_bytes(), caller.address)
-    net.pump()
+    d, first = _hold_refused(net, caller, peer, session, 500, "5")
     peer.take()  # the ACK of the 500
     bye = Request("BYE", first.uri, {
         "via": [f"SIP/2.0/UDP {peer.address[0]}:{peer.address[1]};branch=z9hG4bKbye1"],
